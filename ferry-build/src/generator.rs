@@ -1,0 +1,194 @@
+//! Turns prost's service descriptions into Ferry's trait, server adapter and client.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use prost_build::{Method, Service};
+
+pub(crate) struct ServiceGenerator {
+    pub build_server: bool,
+    pub build_client: bool,
+    pub descriptor_path: PathBuf,
+}
+
+impl prost_build::ServiceGenerator for ServiceGenerator {
+    fn generate(&mut self, service: Service, buf: &mut String) {
+        let full_name = if service.package.is_empty() {
+            service.proto_name.clone()
+        } else {
+            format!("{}.{}", service.package, service.proto_name)
+        };
+        let (unary, streaming): (Vec<&Method>, Vec<&Method>) = service
+            .methods
+            .iter()
+            .partition(|m| !m.client_streaming && !m.server_streaming);
+        for m in &streaming {
+            println!(
+                "cargo:warning=ferry-build: {full_name}/{} is a streaming method; streaming is not \
+                 supported yet, so it is left out and answers UNIMPLEMENTED",
+                m.proto_name
+            );
+        }
+        if self.build_server {
+            generate_trait(&service, &full_name, &unary, buf);
+            generate_server(&service, &full_name, &unary, buf);
+        }
+        if self.build_client {
+            generate_client(&service, &full_name, &unary, buf);
+        }
+    }
+
+    fn finalize_package(&mut self, _package: &str, buf: &mut String) {
+        let _ = write!(
+            buf,
+            "\n/// Encoded `FileDescriptorSet` of every file compiled with this package (for \
+             reflection and JSON).\npub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!({:?});\n",
+            self.descriptor_path.display().to_string()
+        );
+    }
+}
+
+fn method_path(full_name: &str, m: &Method) -> String {
+    format!("/{full_name}/{}", m.proto_name)
+}
+
+fn doc(comments: &prost_build::Comments, fallback: &str, indent: u8, buf: &mut String) {
+    let before = buf.len();
+    comments.append_with_indent(indent, buf);
+    if buf.len() == before {
+        for _ in 0..indent {
+            buf.push_str("    ");
+        }
+        let _ = writeln!(buf, "/// {fallback}");
+    }
+}
+
+fn generate_trait(service: &Service, full_name: &str, methods: &[&Method], buf: &mut String) {
+    let name = &service.name;
+    doc(
+        &service.comments,
+        &format!("The `{full_name}` service: implement this trait and serve it with [`{name}Server`]."),
+        0,
+        buf,
+    );
+    let _ = writeln!(buf, "pub trait {name}: ::core::marker::Send + ::core::marker::Sync + 'static {{");
+    for m in methods {
+        doc(&m.comments, &format!("Handles `{}`.", method_path(full_name, m)), 1, buf);
+        let _ = writeln!(
+            buf,
+            "    fn {}(\n        &self,\n        request: ::ferry::Request<{}>,\n    ) -> impl \
+             ::core::future::Future<\n        Output = ::core::result::Result<::ferry::Response<{}>, \
+             ::ferry::Status>,\n    > + ::core::marker::Send;",
+            m.name, m.input_type, m.output_type
+        );
+    }
+    buf.push_str("}\n\n");
+}
+
+fn generate_server(service: &Service, full_name: &str, methods: &[&Method], buf: &mut String) {
+    let name = &service.name;
+    let _ = write!(
+        buf,
+        r#"/// Serves an implementation of [`{name}`]; register it with `ferry::Server::add_service`.
+#[derive(Debug)]
+pub struct {name}Server<T> {{
+    inner: ::std::sync::Arc<T>,
+}}
+
+impl<T: {name}> {name}Server<T> {{
+    /// Wraps a service implementation.
+    pub fn new(inner: T) -> Self {{
+        Self::from_arc(::std::sync::Arc::new(inner))
+    }}
+
+    /// Wraps a shared service implementation.
+    pub fn from_arc(inner: ::std::sync::Arc<T>) -> Self {{
+        Self {{ inner }}
+    }}
+}}
+
+impl<T> ::core::clone::Clone for {name}Server<T> {{
+    fn clone(&self) -> Self {{
+        Self {{ inner: self.inner.clone() }}
+    }}
+}}
+
+impl<T: {name}> ::ferry::ServiceHandler for {name}Server<T> {{
+    fn name(&self) -> &'static str {{
+        {full_name:?}
+    }}
+
+    fn file_descriptor_set(&self) -> &'static [u8] {{
+        FILE_DESCRIPTOR_SET
+    }}
+
+    fn call(
+        &self,
+        method: &str,
+        request: ::ferry::Request<::ferry::codegen::bytes::Bytes>,
+    ) -> ::ferry::service::BoxFuture<::ferry::service::RawResult> {{
+        match method {{
+"#
+    );
+    for m in methods {
+        let _ = writeln!(
+            buf,
+            "            {:?} => {{\n                let inner = self.inner.clone();\n                \
+             ::ferry::codegen::unary(request, move |r| async move {{ inner.{}(r).await }})\n            }}",
+            m.proto_name, m.name
+        );
+    }
+    let _ = write!(
+        buf,
+        "            _ => ::ferry::codegen::unimplemented({full_name:?}, method),\n        }}\n    }}\n}}\n\n"
+    );
+}
+
+fn generate_client(service: &Service, full_name: &str, methods: &[&Method], buf: &mut String) {
+    let name = &service.name;
+    let _ = write!(
+        buf,
+        r#"/// A typed client for `{full_name}`; cheap to clone, safe to share between tasks.
+#[derive(Debug, Clone)]
+pub struct {name}Client {{
+    channel: ::ferry::Channel,
+}}
+
+impl {name}Client {{
+    /// The fully qualified service name.
+    pub const SERVICE_NAME: &'static str = {full_name:?};
+
+    /// A client that calls over `channel`.
+    pub fn new(channel: ::ferry::Channel) -> Self {{
+        Self {{ channel }}
+    }}
+
+    /// Connects to `target` (e.g. `ferry://127.0.0.1:8000`) with default settings.
+    pub async fn connect(
+        target: impl ::core::convert::Into<::std::string::String>,
+    ) -> ::core::result::Result<Self, ::ferry::Status> {{
+        ::core::result::Result::Ok(Self::new(::ferry::Channel::connect(target).await?))
+    }}
+
+    /// The channel this client calls over.
+    pub fn channel(&self) -> &::ferry::Channel {{
+        &self.channel
+    }}
+"#
+    );
+    for m in methods {
+        buf.push('\n');
+        doc(&m.comments, &format!("Calls `{}`.", method_path(full_name, m)), 1, buf);
+        let _ = writeln!(
+            buf,
+            "    pub async fn {}(\n        &self,\n        request: impl ::ferry::IntoRequest<{}>,\n    ) -> \
+             ::core::result::Result<::ferry::Response<{}>, ::ferry::Status> {{\n        self.channel\n            \
+             .unary({:?}, ::ferry::IntoRequest::into_request(request))\n            .await\n    }}",
+            m.name,
+            m.input_type,
+            m.output_type,
+            method_path(full_name, m)
+        );
+    }
+    buf.push_str("}\n\n");
+}

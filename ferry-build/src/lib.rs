@@ -1,0 +1,115 @@
+//! Code generation for Ferry services, used from `build.rs`.
+//!
+//! `.proto` files are compiled in-process with [protox](https://docs.rs/protox), so no `protoc`
+//! is needed. For every package this generates the prost messages and, for every service:
+//!
+//! - a trait named after the service (`Calculator`) with one async method per rpc;
+//! - `CalculatorServer<T>`, which serves any implementation of that trait;
+//! - `CalculatorClient`, a cloneable typed client over a `ferry::Channel`.
+//!
+//! ```no_run
+//! // build.rs
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     ferry_build::compile_protos(&["proto/calculator/v1/calculator.proto"], &["proto"])?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Then include the generated package with `ferry::include_proto!("calculator.v1")`.
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+mod generator;
+
+/// Compiles `protos` (searching `includes` for imports) with default settings.
+pub fn compile_protos(
+    protos: &[impl AsRef<Path>],
+    includes: &[impl AsRef<Path>],
+) -> Result<(), Error> {
+    configure().compile(protos, includes)
+}
+
+/// Starts a configurable build.
+pub fn configure() -> Builder {
+    Builder {
+        out_dir: None,
+        build_server: true,
+        build_client: true,
+    }
+}
+
+/// Why generation failed.
+#[derive(Debug)]
+pub struct Error(String);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Settings for one code-generation run.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    out_dir: Option<PathBuf>,
+    build_server: bool,
+    build_client: bool,
+}
+
+/// File name of the encoded `FileDescriptorSet` written next to the generated code.
+pub const DESCRIPTOR_FILE: &str = "ferry_descriptor.bin";
+
+impl Builder {
+    /// Writes generated files to `dir` instead of `$OUT_DIR`.
+    pub fn out_dir(mut self, dir: impl Into<PathBuf>) -> Builder {
+        self.out_dir = Some(dir.into());
+        self
+    }
+
+    /// Whether to generate the service traits and `…Server` adapters (default: yes).
+    pub fn build_server(mut self, enable: bool) -> Builder {
+        self.build_server = enable;
+        self
+    }
+
+    /// Whether to generate the `…Client` types (default: yes).
+    pub fn build_client(mut self, enable: bool) -> Builder {
+        self.build_client = enable;
+        self
+    }
+
+    /// Compiles `protos`, searching `includes` for them and their imports.
+    pub fn compile(
+        self,
+        protos: &[impl AsRef<Path>],
+        includes: &[impl AsRef<Path>],
+    ) -> Result<(), Error> {
+        let out_dir = match self.out_dir {
+            Some(dir) => dir,
+            None => std::env::var_os("OUT_DIR")
+                .map(PathBuf::from)
+                .ok_or_else(|| Error("OUT_DIR is not set; call ferry-build from build.rs".into()))?,
+        };
+        for include in includes {
+            println!("cargo:rerun-if-changed={}", include.as_ref().display());
+        }
+        let fds = protox::compile(protos, includes).map_err(|e| Error(format!("{e:?}")))?;
+        let descriptor_path = out_dir.join(DESCRIPTOR_FILE);
+        std::fs::write(&descriptor_path, fds.encode_to_vec())
+            .map_err(|e| Error(format!("cannot write {}: {e}", descriptor_path.display())))?;
+        let generator = generator::ServiceGenerator {
+            build_server: self.build_server,
+            build_client: self.build_client,
+            descriptor_path,
+        };
+        prost_build::Config::new()
+            .out_dir(&out_dir)
+            .service_generator(Box::new(generator))
+            .compile_fds(fds)
+            .map_err(|e| Error(format!("code generation failed: {e}")))
+    }
+}

@@ -1,0 +1,45 @@
+//! Support code called by `ferry-build`'s generated code. Not part of the stable API.
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::service::{BoxFuture, RawResult};
+use crate::{Request, Response, Status};
+
+pub use bytes;
+pub use prost;
+
+/// Decodes a request, runs a typed unary handler and encodes its response.
+///
+/// Decoding happens inside the returned future, so it runs on the handler's task rather than
+/// on the connection's reader.
+pub fn unary<Req, Resp, Fut>(
+    request: Request<Bytes>,
+    handler: impl FnOnce(Request<Req>) -> Fut + Send + 'static,
+) -> BoxFuture<RawResult>
+where
+    Req: Message + Default + 'static,
+    Resp: Message,
+    Fut: std::future::Future<Output = Result<Response<Resp>, Status>> + Send,
+{
+    Box::pin(async move {
+        let decoded = decode_request::<Req>(request)?;
+        let response = handler(decoded).await?;
+        Ok(response.map(|m| Bytes::from(m.encode_to_vec())))
+    })
+}
+
+/// Decodes the message of an encoded request.
+pub fn decode_request<T: Message + Default>(request: Request<Bytes>) -> Result<Request<T>, Status> {
+    let bytes = request.get_ref().clone();
+    let message = T::decode(bytes).map_err(|e| {
+        Status::invalid_argument(format!("cannot decode request for {}: {e}", request.method()))
+    })?;
+    Ok(request.map(|_| message))
+}
+
+/// The error for a method the service does not have.
+pub fn unimplemented(service: &str, method: &str) -> BoxFuture<RawResult> {
+    let status = Status::unimplemented(format!("service {service} has no method {method}"));
+    Box::pin(std::future::ready(Err(status)))
+}

@@ -1,0 +1,134 @@
+//! Ferry's native multiplexed binary protocol (spec: `docs/protocol.md`).
+//!
+//! - [`frame`]: the frame codec and its limits.
+//! - `server`: serving one accepted connection.
+//! - `client`: one multiplexed client connection per endpoint.
+
+pub mod frame;
+pub(crate) mod client;
+pub(crate) mod server;
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::{Code, Metadata, Response, Status};
+use frame::*;
+
+/// Stop coalescing frames into one write once the buffer holds this much.
+const MAX_BATCH: usize = 256 * 1024;
+
+/// Work for a connection's writer task; encoded into frames in batches.
+pub(crate) enum Outbound {
+    /// A unary request: HEADERS then DATA with END_STREAM.
+    Call {
+        stream: u32,
+        method: Cow<'static, str>,
+        timeout: Option<Duration>,
+        metadata: Metadata,
+        body: Bytes,
+    },
+    /// A unary reply: optional HEADERS, DATA, then STATUS; or STATUS alone on error.
+    Reply {
+        stream: u32,
+        result: Result<Response<Bytes>, Status>,
+    },
+    Cancel {
+        stream: u32,
+        code: Code,
+    },
+    Ping {
+        ack: bool,
+        payload: u64,
+    },
+    GoAway {
+        last_stream: u32,
+        code: Code,
+        message: String,
+    },
+}
+
+impl Outbound {
+    fn encode(self, dst: &mut BytesMut) {
+        match self {
+            Outbound::Call {
+                stream,
+                method,
+                timeout,
+                metadata,
+                body,
+            } => {
+                encode_headers(dst, stream, false, &method, timeout, &metadata);
+                encode_data(dst, stream, true, &body);
+            }
+            Outbound::Reply { stream, result } => match result {
+                Ok(response) => {
+                    let (metadata, body) = response.into_parts();
+                    if !metadata.is_empty() {
+                        encode_headers(dst, stream, false, "", None, &metadata);
+                    }
+                    encode_data(dst, stream, false, &body);
+                    encode_status(dst, stream, &Status::new(Code::Ok, ""), &Metadata::new());
+                }
+                Err(status) => encode_status(dst, stream, &status, &Metadata::new()),
+            },
+            Outbound::Cancel { stream, code } => encode_cancel(dst, stream, code),
+            Outbound::Ping { ack, payload } => encode_ping(dst, ack, payload),
+            Outbound::GoAway {
+                last_stream,
+                code,
+                message,
+            } => encode_goaway(dst, last_stream, code, &message),
+        }
+    }
+}
+
+/// Writes the preface, then everything sent on `rx`, coalescing queued frames into one write.
+///
+/// Ends (shutting down the write half) once every sender is gone and the queue is drained.
+pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
+    mut io: W,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
+) -> std::io::Result<()> {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    io.write_all(&PREFACE).await?;
+    while let Some(first) = rx.recv().await {
+        first.encode(&mut buf);
+        while buf.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => next.encode(&mut buf),
+                Err(_) => break,
+            }
+        }
+        io.write_all(&buf).await?;
+        buf.clear();
+        if buf.capacity() > 4 * MAX_BATCH {
+            buf = BytesMut::with_capacity(16 * 1024);
+        }
+    }
+    io.shutdown().await
+}
+
+/// Reads into `buf` until it holds a full preface; checks it. Returns `false` on clean EOF.
+pub(crate) async fn read_preface<R: tokio::io::AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+) -> Result<(), crate::Status> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        match check_preface(buf) {
+            Ok(Some(())) => {
+                bytes::Buf::advance(buf, PREFACE.len());
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(e) => return Err(Status::unavailable(e.to_string())),
+        }
+        if io.read_buf(buf).await? == 0 {
+            return Err(Status::unavailable("connection closed before the preface"));
+        }
+    }
+}

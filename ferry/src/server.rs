@@ -1,0 +1,273 @@
+//! The server: one port, every registered service, graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::Layer;
+
+use crate::native::frame::Limits;
+use crate::native::server::{ConnConfig, Shutdown, serve_connection};
+use crate::service::{BoxService, Router, ServiceHandler};
+use crate::{Request, Response, Status};
+
+type LayerFn = Arc<dyn Fn(BoxService) -> BoxService + Send + Sync>;
+
+/// Serves registered services on one listening socket.
+///
+/// ```no_run
+/// # async fn demo(calculator: impl ferry::ServiceHandler) -> std::io::Result<()> {
+/// ferry::Server::builder()
+///     .add_service(calculator)
+///     .serve("127.0.0.1:8000") // until Ctrl-C or SIGTERM, then drains in-flight calls
+///     .await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    router: Router,
+    layers: Vec<LayerFn>,
+    conn: ConnConfig,
+    grace: Duration,
+}
+
+impl Default for Server {
+    fn default() -> Server {
+        Server {
+            router: Router::new(),
+            layers: Vec::new(),
+            conn: ConnConfig {
+                limits: Limits::default(),
+                max_concurrent_streams: 4096,
+            },
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Server {
+    /// A server with no services and default limits.
+    pub fn builder() -> Server {
+        Server::default()
+    }
+
+    /// Registers a service (usually a generated `FooServer::new(impl)`).
+    pub fn add_service(mut self, service: impl ServiceHandler) -> Server {
+        self.router = self.router.add(service);
+        self
+    }
+
+    /// Wraps every call in a tower layer; the layer added last runs first.
+    pub fn layer<L>(mut self, layer: L) -> Server
+    where
+        L: Layer<BoxService> + Send + Sync + 'static,
+        L::Service: tower::Service<Request<Bytes>, Response = Response<Bytes>, Error = Status>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<Request<Bytes>>>::Future: Send + 'static,
+    {
+        self.layers
+            .push(Arc::new(move |svc| BoxService::new(layer.layer(svc))));
+        self
+    }
+
+    /// Limit on calls in flight per connection (default 4096); more are refused with
+    /// `RESOURCE_EXHAUSTED`.
+    pub fn max_concurrent_streams(mut self, limit: usize) -> Server {
+        self.conn.max_concurrent_streams = limit;
+        self
+    }
+
+    /// Largest request message accepted, in bytes (default 4 MiB).
+    pub fn max_message_size(mut self, bytes: usize) -> Server {
+        self.conn.limits.max_frame_size = bytes;
+        self
+    }
+
+    /// Largest metadata accepted per call, in bytes (default 16 KiB).
+    pub fn max_metadata_size(mut self, bytes: usize) -> Server {
+        self.conn.limits.max_metadata_size = bytes;
+        self
+    }
+
+    /// How long graceful shutdown waits for in-flight calls before aborting them (default 30 s).
+    pub fn shutdown_grace_period(mut self, grace: Duration) -> Server {
+        self.grace = grace;
+        self
+    }
+
+    /// The registered services.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    fn service(&self) -> BoxService {
+        let mut svc = BoxService::new(self.router.clone());
+        for layer in &self.layers {
+            svc = layer(svc);
+        }
+        svc
+    }
+
+    /// Binds `addr` and serves until Ctrl-C or SIGTERM, then shuts down gracefully.
+    pub async fn serve(self, addr: impl ToSocketAddrs) -> std::io::Result<()> {
+        let listener = TcpListener::bind(addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, "ferry server listening");
+        self.serve_with_shutdown(listener, shutdown_signal()).await
+    }
+
+    /// Serves `listener` until `signal` completes, then stops accepting, tells clients to go
+    /// away, and waits (up to the grace period) for in-flight calls to finish.
+    pub async fn serve_with_shutdown(
+        self,
+        listener: TcpListener,
+        signal: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let token = CancellationToken::new();
+        let trigger = token.clone();
+        let watcher = async move {
+            signal.await;
+            trigger.cancel();
+        };
+        let (result, ()) = tokio::join!(self.run(listener, token.clone()), async {
+            tokio::select! {
+                _ = watcher => {},
+                _ = token.cancelled() => {},
+            }
+        });
+        result
+    }
+
+    /// Binds `addr`, serves in a background task, and returns a handle to stop it.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> std::io::Result<ServerHandle> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let token = CancellationToken::new();
+        let task = tokio::spawn(self.run(listener, token.clone()));
+        Ok(ServerHandle {
+            local_addr,
+            token,
+            task,
+        })
+    }
+
+    async fn run(self, listener: TcpListener, token: CancellationToken) -> std::io::Result<()> {
+        let svc = self.service();
+        let cfg = Arc::new(self.conn.clone());
+        let shutdown = Shutdown {
+            drain: CancellationToken::new(),
+            force: CancellationToken::new(),
+        };
+        let connections = TaskTracker::new();
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        connections.spawn(handle_connection(
+                            stream,
+                            peer,
+                            svc.clone(),
+                            cfg.clone(),
+                            shutdown.clone(),
+                        ));
+                    }
+                    Err(e) => {
+                        // Typically out of file descriptors: wait a moment instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        shutdown.drain.cancel();
+        connections.close();
+        if tokio::time::timeout(self.grace, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over; aborting calls still in flight");
+            shutdown.force.cancel();
+            connections.wait().await;
+        }
+        Ok(())
+    }
+}
+
+async fn handle_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    svc: BoxService,
+    cfg: Arc<ConnConfig>,
+    shutdown: Shutdown,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, "set_nodelay failed: {e}");
+    }
+    let (reader, writer) = stream.into_split();
+    let buf = BytesMut::with_capacity(16 * 1024);
+    serve_connection(reader, writer, buf, Some(peer), svc, cfg, shutdown).await;
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// A server running in the background, returned by [`Server::bind`].
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    token: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Starts a graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.token.cancel();
+    }
+
+    /// Shuts down gracefully and waits until every in-flight call has finished.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        self.token.cancel();
+        self.task.await.map_err(std::io::Error::other)?
+    }
+
+    /// Stops at once: the listener closes and every connection and call is dropped.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,148 @@
+//! The server-side service abstraction: generated adapters implement [`ServiceHandler`], and a
+//! [`Router`] dispatches encoded calls to them by method path.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+use crate::{Request, Response, Status};
+
+/// A boxed, sendable future, as returned by handlers and middleware.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The outcome of an encoded call.
+pub type RawResult = Result<Response<Bytes>, Status>;
+
+/// A type-erased tower service over encoded calls; what server and client middleware wrap.
+pub type BoxService = tower::util::BoxCloneSyncService<Request<Bytes>, Response<Bytes>, Status>;
+
+/// One protobuf service as the server sees it: encoded requests in, encoded responses out.
+///
+/// `ferry-build` generates an implementation for each service (e.g. `CalculatorServer`), so users
+/// implement the typed trait instead of this one.
+pub trait ServiceHandler: Send + Sync + 'static {
+    /// Fully qualified service name, e.g. `calculator.v1.Calculator`.
+    fn name(&self) -> &'static str;
+
+    /// The encoded `FileDescriptorSet` describing this service and its messages.
+    fn file_descriptor_set(&self) -> &'static [u8];
+
+    /// Handles one call to `method` (the bare method name, e.g. `Add`).
+    fn call(&self, method: &str, request: Request<Bytes>) -> BoxFuture<RawResult>;
+}
+
+/// Routes `/package.Service/Method` paths to registered [`ServiceHandler`]s.
+///
+/// It is a [`tower::Service`], so any tower layer can wrap it.
+#[derive(Clone, Default)]
+pub struct Router {
+    services: Arc<HashMap<&'static str, Arc<dyn ServiceHandler>>>,
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    /// Adds a service; a later service with the same name replaces an earlier one.
+    pub fn add(mut self, service: impl ServiceHandler) -> Router {
+        let services = Arc::make_mut(&mut self.services);
+        services.insert(service.name(), Arc::new(service));
+        self
+    }
+
+    /// Names of the registered services, sorted.
+    pub fn service_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.services.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The registered service called `name`, if any.
+    pub fn service(&self, name: &str) -> Option<&Arc<dyn ServiceHandler>> {
+        self.services.get(name)
+    }
+
+    /// Dispatches one encoded call by its method path.
+    pub fn route(&self, request: Request<Bytes>) -> BoxFuture<RawResult> {
+        let Some((service, method)) = split_method_path(request.method()) else {
+            let status = Status::unimplemented(format!(
+                "malformed method path {:?}: expected /package.Service/Method",
+                request.method()
+            ));
+            return Box::pin(std::future::ready(Err(status)));
+        };
+        match self.services.get(service) {
+            Some(handler) => {
+                let method = method.to_owned();
+                handler.call(&method, request)
+            }
+            None => {
+                let status = Status::unimplemented(format!("unknown service {service}"));
+                Box::pin(std::future::ready(Err(status)))
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("services", &self.service_names())
+            .finish()
+    }
+}
+
+/// Splits `/package.Service/Method` into `("package.Service", "Method")`.
+pub fn split_method_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix('/')?;
+    let (service, method) = rest.split_once('/')?;
+    if service.is_empty() || method.is_empty() || method.contains('/') {
+        return None;
+    }
+    Some((service, method))
+}
+
+impl tower::Service<Request<Bytes>> for Router {
+    type Response = Response<Bytes>;
+    type Error = Status;
+    type Future = BoxFuture<RawResult>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        self.route(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_paths_split() {
+        assert_eq!(
+            split_method_path("/calculator.v1.Calculator/Add"),
+            Some(("calculator.v1.Calculator", "Add"))
+        );
+        assert_eq!(split_method_path("calculator/Add"), None);
+        assert_eq!(split_method_path("/calculator"), None);
+        assert_eq!(split_method_path("/a/b/c"), None);
+        assert_eq!(split_method_path("//Add"), None);
+    }
+
+    #[tokio::test]
+    async fn unknown_service_is_unimplemented() {
+        let mut req = Request::new(Bytes::new());
+        req.set_method("/nope.Svc/Do");
+        let err = Router::new().route(req).await.unwrap_err();
+        assert_eq!(err.code(), crate::Code::Unimplemented);
+    }
+}
