@@ -24,7 +24,10 @@ fn answer(result: f64) -> Result<Response<CalculateResponse>, Status> {
 }
 
 impl pb::Calculator for CalculatorService {
-    async fn add(&self, request: Request<CalculateRequest>) -> Result<Response<CalculateResponse>, Status> {
+    async fn add(
+        &self,
+        request: Request<CalculateRequest>,
+    ) -> Result<Response<CalculateResponse>, Status> {
         let CalculateRequest { a, b } = request.into_inner();
         answer(a + b)
     }
@@ -97,21 +100,41 @@ impl Calculator {
 
     /// `a + b`, computed remotely.
     pub async fn add(&self, a: f64, b: f64) -> Result<f64, Status> {
-        Ok(self.client.add(CalculateRequest { a, b }).await?.into_inner().result)
+        Ok(self
+            .client
+            .add(CalculateRequest { a, b })
+            .await?
+            .into_inner()
+            .result)
     }
 
     /// `a - b`, computed remotely.
     pub async fn subtract(&self, a: f64, b: f64) -> Result<f64, Status> {
-        Ok(self.client.subtract(CalculateRequest { a, b }).await?.into_inner().result)
+        Ok(self
+            .client
+            .subtract(CalculateRequest { a, b })
+            .await?
+            .into_inner()
+            .result)
     }
 
     /// `a * b`, computed remotely.
     pub async fn multiply(&self, a: f64, b: f64) -> Result<f64, Status> {
-        Ok(self.client.multiply(CalculateRequest { a, b }).await?.into_inner().result)
+        Ok(self
+            .client
+            .multiply(CalculateRequest { a, b })
+            .await?
+            .into_inner()
+            .result)
     }
 
     /// `a / b`, computed remotely; `INVALID_ARGUMENT` when `b` is zero.
     pub async fn divide(&self, a: f64, b: f64) -> Result<f64, Status> {
-        Ok(self.client.divide(CalculateRequest { a, b }).await?.into_inner().result)
+        Ok(self
+            .client
+            .divide(CalculateRequest { a, b })
+            .await?
+            .into_inner()
+            .result)
     }
 }

@@ -10,7 +10,11 @@ use clap::{Parser, ValueEnum};
 
 /// Call a Ferry Calculator server.
 #[derive(Parser)]
-#[command(version, about, after_help = "Example: calculator-client --target 127.0.0.1:8000 add 1 2")]
+#[command(
+    version,
+    about,
+    after_help = "Example: calculator-client --target 127.0.0.1:8000 add 1 2"
+)]
 struct Args {
     /// Server address: ferry://host:port or host:port.
     #[arg(long, default_value = "127.0.0.1:8000")]
