@@ -132,10 +132,10 @@ impl Channel {
 
     /// Makes one encoded unary call; `request.method()` names the method.
     pub async fn call(&self, mut request: Request<Bytes>) -> RawResult {
-        if request.deadline().is_none() {
-            if let Some(timeout) = self.inner.config.timeout {
-                request.set_timeout(timeout);
-            }
+        if request.deadline().is_none()
+            && let Some(timeout) = self.inner.config.timeout
+        {
+            request.set_timeout(timeout);
         }
         let conn = self.connection().await?;
         conn.call(request).await
@@ -206,7 +206,8 @@ impl Channel {
                 Status::unavailable(format!("cannot resolve {}: {e}", self.inner.authority))
             })?
             .collect();
-        let mut last = Status::unavailable(format!("{} resolved to no address", self.inner.authority));
+        let mut last =
+            Status::unavailable(format!("{} resolved to no address", self.inner.authority));
         for addr in addrs {
             match Connection::connect(addr, self.inner.config.limits).await {
                 Ok(conn) => return Ok(conn),
@@ -217,7 +218,10 @@ impl Channel {
     }
 
     fn slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Connection>>> {
-        self.inner.conn.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn current(&self) -> Option<Arc<Connection>> {
@@ -262,7 +266,10 @@ mod tests {
 
     #[test]
     fn targets_parse() {
-        assert_eq!(parse_target("ferry://127.0.0.1:8000").unwrap(), "127.0.0.1:8000");
+        assert_eq!(
+            parse_target("ferry://127.0.0.1:8000").unwrap(),
+            "127.0.0.1:8000"
+        );
         assert_eq!(parse_target("localhost:1").unwrap(), "localhost:1");
         assert_eq!(parse_target("[::1]:80").unwrap(), "[::1]:80");
         assert!(parse_target("ferry://nohost").is_err());

@@ -33,7 +33,10 @@ where
 pub fn decode_request<T: Message + Default>(request: Request<Bytes>) -> Result<Request<T>, Status> {
     let bytes = request.get_ref().clone();
     let message = T::decode(bytes).map_err(|e| {
-        Status::invalid_argument(format!("cannot decode request for {}: {e}", request.method()))
+        Status::invalid_argument(format!(
+            "cannot decode request for {}: {e}",
+            request.method()
+        ))
     })?;
     Ok(request.map(|_| message))
 }

@@ -59,7 +59,7 @@ impl Server {
 
     /// Registers a service (usually a generated `FooServer::new(impl)`).
     pub fn add_service(mut self, service: impl ServiceHandler) -> Server {
-        self.router = self.router.add(service);
+        self.router = self.router.add_service(service);
         self
     }
 

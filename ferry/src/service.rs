@@ -50,7 +50,7 @@ impl Router {
     }
 
     /// Adds a service; a later service with the same name replaces an earlier one.
-    pub fn add(mut self, service: impl ServiceHandler) -> Router {
+    pub fn add_service(mut self, service: impl ServiceHandler) -> Router {
         let services = Arc::make_mut(&mut self.services);
         services.insert(service.name(), Arc::new(service));
         self

@@ -56,9 +56,9 @@ pub(crate) struct Connection {
 impl Connection {
     /// Opens a TCP connection to `addr` and starts its reader and writer tasks.
     pub(crate) async fn connect(addr: SocketAddr, limits: Limits) -> Result<Connection, Status> {
-        let stream = TcpStream::connect(addr).await.map_err(|e| {
-            Status::unavailable(format!("cannot connect to {addr}: {e}"))
-        })?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot connect to {addr}: {e}")))?;
         stream.set_nodelay(true)?;
         let (mut reader, writer) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -95,23 +95,40 @@ impl Connection {
 
     /// Sends one unary call and waits for its reply, the deadline, or the caller giving up.
     pub(crate) async fn call(&self, request: Request<Bytes>) -> Reply {
-        let stream = self.next_stream.fetch_add(2, Ordering::Relaxed);
-        if stream >= u32::MAX - 2 {
-            self.shared.closed.store(true, Ordering::Release);
-            return Err(Status::unavailable("connection ran out of stream ids; reconnecting"));
-        }
         let deadline = request.deadline();
         let timeout = match request.remaining() {
             Some(t) if t.is_zero() => {
-                return Err(Status::deadline_exceeded("deadline passed before the call was sent"));
+                return Err(Status::deadline_exceeded(
+                    "deadline passed before the call was sent",
+                ));
             }
             other => other,
         };
+        let (method, metadata, body) = request.into_call_parts();
         let (reply_tx, reply_rx) = oneshot::channel();
-        {
+        // Stream ids must reach the wire in increasing order, so the id is allocated and the
+        // frame queued under the same lock (the queue send never blocks).
+        let stream = {
             let mut pending = self.shared.pending();
             if !self.is_usable() {
                 return Err(Status::unavailable("connection is closing"));
+            }
+            let stream = self.next_stream.fetch_add(2, Ordering::Relaxed);
+            if stream >= u32::MAX - 2 {
+                self.shared.closed.store(true, Ordering::Release);
+                return Err(Status::unavailable(
+                    "connection ran out of stream ids; reconnecting",
+                ));
+            }
+            let call = Outbound::Call {
+                stream,
+                method,
+                timeout,
+                metadata,
+                body,
+            };
+            if self.tx.send(call).is_err() {
+                return Err(Status::unavailable("connection closed"));
             }
             pending.insert(
                 stream,
@@ -121,26 +138,14 @@ impl Connection {
                     body: None,
                 },
             );
-        }
+            stream
+        };
         let mut guard = CancelOnDrop {
             conn: self,
             stream,
             code: Code::Cancelled,
             armed: true,
         };
-        let (method, metadata, body) = request.into_call_parts();
-        let call = Outbound::Call {
-            stream,
-            method,
-            timeout,
-            metadata,
-            body,
-        };
-        if self.tx.send(call).is_err() {
-            guard.armed = false;
-            self.shared.pending().remove(&stream);
-            return Err(Status::unavailable("connection closed"));
-        }
         let received = match deadline {
             Some(d) => match tokio::time::timeout_at(d.into(), reply_rx).await {
                 Ok(r) => r,
@@ -259,7 +264,10 @@ fn on_frame(
                     .send(Err(Status::new(code, "the server cancelled the call")));
             }
         }
-        Frame::Ping { ack: false, payload } => {
+        Frame::Ping {
+            ack: false,
+            payload,
+        } => {
             if let Some(tx) = tx.upgrade() {
                 let _ = tx.send(Outbound::Ping { ack: true, payload });
             }

@@ -222,8 +222,7 @@ fn put_bytes(dst: &mut BytesMut, b: &[u8]) {
 
 fn metadata_len(md: &Metadata) -> usize {
     encoded_len_varint(md.len() as u64)
-        + md
-            .iter()
+        + md.iter()
             .map(|(k, v)| bytes_len(k.len()) + bytes_len(v.len()))
             .sum::<usize>()
 }
@@ -625,7 +624,10 @@ mod tests {
         assert_eq!(check_preface(&PREFACE), Ok(Some(())));
         assert_eq!(check_preface(&PREFACE[..3]), Ok(None));
         assert_eq!(check_preface(b""), Ok(None));
-        assert_eq!(check_preface(b"GET / HTTP/1.1"), Err(FrameError::BadPreface));
+        assert_eq!(
+            check_preface(b"GET / HTTP/1.1"),
+            Err(FrameError::BadPreface)
+        );
         assert_eq!(check_preface(b"\xF0F"), Ok(None));
         assert_eq!(check_preface(b"\xF0X"), Err(FrameError::BadPreface));
         let mut v2 = PREFACE;
@@ -659,7 +661,10 @@ mod tests {
             Err(FrameError::FrameTooLarge { len: 5000, .. })
         ));
         // Unknown kind.
-        assert_eq!(decode(raw(0, 0x42, 0, 1, &[])), Err(FrameError::UnknownKind(0x42)));
+        assert_eq!(
+            decode(raw(0, 0x42, 0, 1, &[])),
+            Err(FrameError::UnknownKind(0x42))
+        );
         // Lying inner lengths: method length 200 in a 3-byte payload.
         assert!(matches!(
             decode(raw(3, 1, 0, 1, &[200, 1, b'a'])),

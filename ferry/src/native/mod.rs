@@ -4,8 +4,8 @@
 //! - `server`: serving one accepted connection.
 //! - `client`: one multiplexed client connection per endpoint.
 
-pub mod frame;
 pub(crate) mod client;
+pub mod frame;
 pub(crate) mod server;
 
 use std::borrow::Cow;

@@ -17,6 +17,9 @@ use tower::{Service, ServiceExt};
 
 use super::frame::{Frame, Headers, Limits};
 use super::{Outbound, read_preface, write_loop};
+
+/// How long a new connection may take to send its preface before it is closed.
+pub const PREFACE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::service::BoxService;
 use crate::{Code, Request, Status};
 
@@ -62,9 +65,19 @@ pub(crate) async fn serve_connection<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    if let Err(e) = read_preface(&mut reader, &mut buf).await {
-        tracing::debug!(?peer, "closing connection: {e}");
-        return;
+    match tokio::time::timeout(PREFACE_TIMEOUT, read_preface(&mut reader, &mut buf)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(?peer, "closing connection: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(
+                ?peer,
+                "closing connection: no preface within {PREFACE_TIMEOUT:?}"
+            );
+            return;
+        }
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let writer_task = tokio::spawn(write_loop(writer, rx));
@@ -230,7 +243,10 @@ impl Conn {
                     handle.abort();
                 }
             }
-            Frame::Ping { ack: false, payload } => {
+            Frame::Ping {
+                ack: false,
+                payload,
+            } => {
                 let _ = self.tx.send(Outbound::Ping { ack: true, payload });
             }
             Frame::Ping { ack: true, .. } | Frame::GoAway { .. } | Frame::WindowUpdate { .. } => {}
