@@ -1,22 +1,26 @@
-//! The client side: a [`Channel`] to one endpoint, shared by every generated client.
+//! The client side: a [`Channel`], shared by every generated client.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message;
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
 
-use crate::native::client::{Backoff, Connection};
-use crate::native::frame::Limits;
+use crate::endpoint::{Endpoint, EndpointConfig};
 use crate::service::{BoxFuture, RawResult};
 use crate::{Request, Response, Status};
 
-/// A cheap-to-clone handle for calling one endpoint; clones share one multiplexed connection.
+/// The transport under a [`Channel`]: any tower service from encoded requests to encoded
+/// responses (one [`Endpoint`], a load balancer over many, or a custom stack).
+pub type ChannelService = BoxCloneSyncService<Request<Bytes>, Response<Bytes>, Status>;
+
+/// A cheap-to-clone handle for making calls; clones share connections.
 ///
-/// The connection is opened on first use, re-opened with exponential backoff after it breaks,
-/// and every call in flight is multiplexed over it.
+/// Built for one endpoint it keeps one multiplexed connection, opened on first use and
+/// re-opened with exponential backoff after it breaks; every call in flight shares it.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), ferry::Status> {
@@ -32,10 +36,10 @@ pub struct Channel {
 }
 
 struct Inner {
-    authority: String,
-    config: ChannelBuilder,
-    conn: Mutex<Option<Arc<Connection>>>,
-    connecting: tokio::sync::Mutex<Backoff>,
+    target: String,
+    timeout: Option<Duration>,
+    service: ChannelService,
+    endpoint: Option<Endpoint>,
 }
 
 /// Configures a [`Channel`] before it connects.
@@ -43,8 +47,7 @@ struct Inner {
 pub struct ChannelBuilder {
     target: String,
     timeout: Option<Duration>,
-    connect_timeout: Duration,
-    limits: Limits,
+    endpoint: EndpointConfig,
 }
 
 impl ChannelBuilder {
@@ -56,25 +59,25 @@ impl ChannelBuilder {
 
     /// Gives up connecting after `timeout` (default 5 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> ChannelBuilder {
-        self.connect_timeout = timeout;
+        self.endpoint.connect_timeout = timeout;
         self
     }
 
     /// Largest response message accepted, in bytes (default 4 MiB).
     pub fn max_message_size(mut self, bytes: usize) -> ChannelBuilder {
-        self.limits.max_frame_size = bytes;
+        self.endpoint.max_message_size = bytes;
         self
     }
 
     /// Builds the channel without connecting; the first call connects.
     pub fn lazy(self) -> Result<Channel, Status> {
-        let authority = parse_target(&self.target)?;
+        let endpoint = Endpoint::new(&self.target, self.endpoint)?;
         Ok(Channel {
             inner: Arc::new(Inner {
-                authority,
-                config: self,
-                conn: Mutex::new(None),
-                connecting: tokio::sync::Mutex::new(Backoff::default()),
+                target: self.target,
+                timeout: self.timeout,
+                service: ChannelService::new(endpoint.clone()),
+                endpoint: Some(endpoint),
             }),
         })
     }
@@ -82,30 +85,10 @@ impl ChannelBuilder {
     /// Builds the channel and connects now, so a wrong address fails here.
     pub async fn connect(self) -> Result<Channel, Status> {
         let channel = self.lazy()?;
-        channel.connection().await?;
+        if let Some(endpoint) = &channel.inner.endpoint {
+            endpoint.connect().await?;
+        }
         Ok(channel)
-    }
-}
-
-/// Accepts `ferry://host:port` or a bare `host:port`; returns `host:port`.
-fn parse_target(target: &str) -> Result<String, Status> {
-    let authority = match target.split_once("://") {
-        None => target,
-        Some(("ferry", rest)) => rest,
-        Some((scheme, _)) => {
-            return Err(Status::invalid_argument(format!(
-                "unsupported target scheme {scheme:?} in {target:?}; use ferry://host:port"
-            )));
-        }
-    };
-    let authority = authority.trim_end_matches('/');
-    match authority.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-            Ok(authority.to_owned())
-        }
-        _ => Err(Status::invalid_argument(format!(
-            "target {target:?} needs a host and a port, e.g. ferry://127.0.0.1:8000"
-        ))),
     }
 }
 
@@ -115,8 +98,7 @@ impl Channel {
         ChannelBuilder {
             target: target.into(),
             timeout: None,
-            connect_timeout: Duration::from_secs(5),
-            limits: Limits::default(),
+            endpoint: EndpointConfig::default(),
         }
     }
 
@@ -125,20 +107,35 @@ impl Channel {
         Channel::builder(target).connect().await
     }
 
-    /// The `host:port` this channel calls.
-    pub fn authority(&self) -> &str {
-        &self.inner.authority
+    /// A channel over any transport service, e.g. a load balancer; `target` names it in logs.
+    pub fn from_service(target: impl Into<String>, service: ChannelService) -> Channel {
+        Channel {
+            inner: Arc::new(Inner {
+                target: target.into(),
+                timeout: None,
+                service,
+                endpoint: None,
+            }),
+        }
+    }
+
+    /// The target this channel was built for.
+    pub fn target(&self) -> &str {
+        &self.inner.target
     }
 
     /// Makes one encoded unary call; `request.method()` names the method.
     pub async fn call(&self, mut request: Request<Bytes>) -> RawResult {
         if request.deadline().is_none()
-            && let Some(timeout) = self.inner.config.timeout
+            && let Some(timeout) = self.inner.timeout
         {
             request.set_timeout(timeout);
         }
-        let conn = self.connection().await?;
-        conn.call(request).await
+        match &self.inner.endpoint {
+            // The common case skips the boxed service.
+            Some(endpoint) => endpoint.call(request).await,
+            None => self.inner.service.clone().oneshot(request).await,
+        }
     }
 
     /// Makes one typed unary call to `method` (`/package.Service/Method`).
@@ -160,87 +157,12 @@ impl Channel {
         })?;
         Ok(Response::from_parts(metadata, message))
     }
-
-    /// The live connection, opening one if there is none (at most one connect at a time).
-    async fn connection(&self) -> Result<Arc<Connection>, Status> {
-        if let Some(conn) = self.current() {
-            return Ok(conn);
-        }
-        let mut backoff = self.inner.connecting.lock().await;
-        if let Some(conn) = self.current() {
-            return Ok(conn);
-        }
-        if let Some(wait) = backoff.wait() {
-            return Err(Status::unavailable(format!(
-                "{} is unreachable; next connection attempt in {wait:?}",
-                self.inner.authority
-            )));
-        }
-        let config = &self.inner.config;
-        let attempt = tokio::time::timeout(config.connect_timeout, self.open());
-        match attempt.await {
-            Ok(Ok(conn)) => {
-                backoff.succeeded();
-                let conn = Arc::new(conn);
-                *self.slot() = Some(conn.clone());
-                Ok(conn)
-            }
-            Ok(Err(status)) => {
-                backoff.failed();
-                Err(status)
-            }
-            Err(_) => {
-                backoff.failed();
-                Err(Status::unavailable(format!(
-                    "connecting to {} timed out after {:?}",
-                    self.inner.authority, config.connect_timeout
-                )))
-            }
-        }
-    }
-
-    async fn open(&self) -> Result<Connection, Status> {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&self.inner.authority)
-            .await
-            .map_err(|e| {
-                Status::unavailable(format!("cannot resolve {}: {e}", self.inner.authority))
-            })?
-            .collect();
-        let mut last =
-            Status::unavailable(format!("{} resolved to no address", self.inner.authority));
-        for addr in addrs {
-            match Connection::connect(addr, self.inner.config.limits).await {
-                Ok(conn) => return Ok(conn),
-                Err(status) => last = status,
-            }
-        }
-        Err(last)
-    }
-
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Connection>>> {
-        self.inner
-            .conn
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn current(&self) -> Option<Arc<Connection>> {
-        let mut slot = self.slot();
-        match &*slot {
-            Some(conn) if conn.is_usable() => Some(conn.clone()),
-            Some(_) => {
-                *slot = None;
-                None
-            }
-            None => None,
-        }
-    }
 }
 
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Channel")
-            .field("authority", &self.inner.authority)
+            .field("target", &self.inner.target)
             .finish()
     }
 }
@@ -257,23 +179,5 @@ impl tower::Service<Request<Bytes>> for Channel {
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let channel = self.clone();
         Box::pin(async move { channel.call(request).await })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_parse() {
-        assert_eq!(
-            parse_target("ferry://127.0.0.1:8000").unwrap(),
-            "127.0.0.1:8000"
-        );
-        assert_eq!(parse_target("localhost:1").unwrap(), "localhost:1");
-        assert_eq!(parse_target("[::1]:80").unwrap(), "[::1]:80");
-        assert!(parse_target("ferry://nohost").is_err());
-        assert!(parse_target("gopher://a:1").is_err());
-        assert!(parse_target(":80").is_err());
     }
 }

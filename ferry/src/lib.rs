@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 mod channel;
+pub mod endpoint;
 pub mod metadata;
 pub mod native;
 mod request;
@@ -29,7 +30,8 @@ mod status;
 #[doc(hidden)]
 pub mod codegen;
 
-pub use channel::{Channel, ChannelBuilder};
+pub use channel::{Channel, ChannelBuilder, ChannelService};
+pub use endpoint::{Endpoint, EndpointConfig};
 pub use metadata::Metadata;
 pub use request::{IntoRequest, Request, Response};
 pub use server::{Server, ServerHandle};

@@ -1,0 +1,226 @@
+//! One remote address: its connection, reconnect backoff and transport.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::native::client::{Backoff, Connection};
+use crate::native::frame::Limits;
+use crate::service::{BoxFuture, RawResult};
+use crate::{Request, Status};
+
+/// How an [`Endpoint`] connects (one remote `host:port`).
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// Gives up connecting after this long (default 5 s).
+    pub connect_timeout: Duration,
+    /// Largest response message accepted, in bytes (default 4 MiB).
+    pub max_message_size: usize,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> EndpointConfig {
+        EndpointConfig {
+            connect_timeout: Duration::from_secs(5),
+            max_message_size: Limits::default().max_frame_size,
+        }
+    }
+}
+
+/// One remote server: a lazily opened multiplexed connection, re-opened with exponential
+/// backoff after it breaks. Cheap to clone; clones share the connection.
+///
+/// Most code uses a [`Channel`](crate::Channel), which wraps one endpoint or balances over many.
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    authority: String,
+    config: EndpointConfig,
+    conn: Mutex<Option<Arc<Connection>>>,
+    connecting: tokio::sync::Mutex<Backoff>,
+}
+
+/// Accepts `ferry://host:port` or a bare `host:port`; returns `host:port`.
+fn parse_target(target: &str) -> Result<String, Status> {
+    let authority = match target.split_once("://") {
+        None => target,
+        Some(("ferry", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(Status::invalid_argument(format!(
+                "unsupported target scheme {scheme:?} in {target:?}; use ferry://host:port"
+            )));
+        }
+    };
+    let authority = authority.trim_end_matches('/');
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(authority.to_owned())
+        }
+        _ => Err(Status::invalid_argument(format!(
+            "target {target:?} needs a host and a port, e.g. ferry://127.0.0.1:8000"
+        ))),
+    }
+}
+
+impl Endpoint {
+    /// An endpoint for `target` (`ferry://host:port` or `host:port`); nothing connects yet.
+    pub fn new(target: &str, config: EndpointConfig) -> Result<Endpoint, Status> {
+        let authority = parse_target(target)?;
+        Ok(Endpoint {
+            inner: Arc::new(Inner {
+                authority,
+                config,
+                conn: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(Backoff::default()),
+            }),
+        })
+    }
+
+    /// The `host:port` this endpoint calls.
+    pub fn authority(&self) -> &str {
+        &self.inner.authority
+    }
+
+    /// Whether a usable connection is open right now.
+    pub fn is_connected(&self) -> bool {
+        self.current().is_some()
+    }
+
+    /// Opens the connection now if it is not open.
+    pub async fn connect(&self) -> Result<(), Status> {
+        self.connection().await.map(drop)
+    }
+
+    /// Makes one encoded unary call; `request.method()` names the method.
+    pub async fn call(&self, request: Request<Bytes>) -> RawResult {
+        let conn = self.connection().await?;
+        conn.call(request).await
+    }
+
+    /// The live connection, opening one if there is none (at most one connect at a time).
+    async fn connection(&self) -> Result<Arc<Connection>, Status> {
+        if let Some(conn) = self.current() {
+            return Ok(conn);
+        }
+        let mut backoff = self.inner.connecting.lock().await;
+        if let Some(conn) = self.current() {
+            return Ok(conn);
+        }
+        if let Some(wait) = backoff.wait() {
+            return Err(Status::unavailable(format!(
+                "{} is unreachable; next connection attempt in {wait:?}",
+                self.inner.authority
+            )));
+        }
+        let config = &self.inner.config;
+        let attempt = tokio::time::timeout(config.connect_timeout, self.open());
+        match attempt.await {
+            Ok(Ok(conn)) => {
+                backoff.succeeded();
+                let conn = Arc::new(conn);
+                *self.slot() = Some(conn.clone());
+                Ok(conn)
+            }
+            Ok(Err(status)) => {
+                backoff.failed();
+                Err(status)
+            }
+            Err(_) => {
+                backoff.failed();
+                Err(Status::unavailable(format!(
+                    "connecting to {} timed out after {:?}",
+                    self.inner.authority, config.connect_timeout
+                )))
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<Connection, Status> {
+        let limits = Limits {
+            max_frame_size: self.inner.config.max_message_size,
+            ..Limits::default()
+        };
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&self.inner.authority)
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!("cannot resolve {}: {e}", self.inner.authority))
+            })?
+            .collect();
+        let mut last =
+            Status::unavailable(format!("{} resolved to no address", self.inner.authority));
+        for addr in addrs {
+            match Connection::connect(addr, limits).await {
+                Ok(conn) => return Ok(conn),
+                Err(status) => last = status,
+            }
+        }
+        Err(last)
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Connection>>> {
+        self.inner
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn current(&self) -> Option<Arc<Connection>> {
+        let mut slot = self.slot();
+        match &*slot {
+            Some(conn) if conn.is_usable() => Some(conn.clone()),
+            Some(_) => {
+                *slot = None;
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("authority", &self.inner.authority)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+impl tower::Service<Request<Bytes>> for Endpoint {
+    type Response = crate::Response<Bytes>;
+    type Error = Status;
+    type Future = BoxFuture<RawResult>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let endpoint = self.clone();
+        Box::pin(async move { endpoint.call(request).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(
+            parse_target("ferry://127.0.0.1:8000").unwrap(),
+            "127.0.0.1:8000"
+        );
+        assert_eq!(parse_target("localhost:1").unwrap(), "localhost:1");
+        assert_eq!(parse_target("[::1]:80").unwrap(), "[::1]:80");
+        assert!(parse_target("ferry://nohost").is_err());
+        assert!(parse_target("gopher://a:1").is_err());
+        assert!(parse_target(":80").is_err());
+    }
+}
