@@ -19,8 +19,8 @@ pub(crate) fn reply_body(data: Option<Bytes>, trailers: Option<HeaderMap>) -> Re
     // Bodies that know they are complete let hyper end the stream with the headers (what a
     // gRPC trailers-only response needs) or send a content-length.
     match (data, trailers) {
-        (None, None) => return Empty::new().boxed_unsync(),
-        (Some(data), None) => return Full::new(data).boxed_unsync(),
+        (None, None) => Empty::new().boxed_unsync(),
+        (Some(data), None) => Full::new(data).boxed_unsync(),
         (data, trailers) => frames_body(data, trailers),
     }
 }
