@@ -107,3 +107,43 @@ async fn malformed_calls_get_clear_statuses() {
         assert_eq!(grpc_status(&h, &t), expected, "{path} {headers:?}");
     }
 }
+
+#[tokio::test]
+async fn gzip_requests_get_gzip_replies() {
+    use std::io::{Read, Write};
+    let server = interop_tests::start_ferry().await;
+    let message =
+        prost::Message::encode_to_vec(&calculator::pb::CalculateRequest { a: 5.0, b: 7.0 });
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&message).unwrap();
+    let compressed = gz.finish().unwrap();
+    let mut body = vec![1u8];
+    body.extend_from_slice(&(compressed.len() as u32).to_be_bytes());
+    body.extend_from_slice(&compressed);
+
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let request = http::Request::post(format!(
+        "http://{}/calculator.v1.Calculator/Add",
+        server.local_addr()
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("grpc-encoding", "gzip")
+    .header("grpc-accept-encoding", "gzip")
+    .body(Full::new(Bytes::from(body)))
+    .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.headers()["grpc-encoding"], "gzip");
+    let collected = response.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+    let data = collected.to_bytes();
+    assert_eq!(data[0], 1, "the reply message is flagged compressed");
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&data[5..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    let reply: calculator::pb::CalculateResponse = prost::Message::decode(&plain[..]).unwrap();
+    assert_eq!(reply.result, 12.0);
+}
