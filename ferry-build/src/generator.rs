@@ -67,13 +67,23 @@ fn generate_trait(service: &Service, full_name: &str, methods: &[&Method], buf: 
     let name = &service.name;
     doc(
         &service.comments,
-        &format!("The `{full_name}` service: implement this trait and serve it with [`{name}Server`]."),
+        &format!(
+            "The `{full_name}` service: implement this trait and serve it with [`{name}Server`]."
+        ),
         0,
         buf,
     );
-    let _ = writeln!(buf, "pub trait {name}: ::core::marker::Send + ::core::marker::Sync + 'static {{");
+    let _ = writeln!(
+        buf,
+        "pub trait {name}: ::core::marker::Send + ::core::marker::Sync + 'static {{"
+    );
     for m in methods {
-        doc(&m.comments, &format!("Handles `{}`.", method_path(full_name, m)), 1, buf);
+        doc(
+            &m.comments,
+            &format!("Handles `{}`.", method_path(full_name, m)),
+            1,
+            buf,
+        );
         let _ = writeln!(
             buf,
             "    fn {}(\n        &self,\n        request: ::ferry::Request<{}>,\n    ) -> impl \
@@ -178,7 +188,12 @@ impl {name}Client {{
     );
     for m in methods {
         buf.push('\n');
-        doc(&m.comments, &format!("Calls `{}`.", method_path(full_name, m)), 1, buf);
+        doc(
+            &m.comments,
+            &format!("Calls `{}`.", method_path(full_name, m)),
+            1,
+            buf,
+        );
         let _ = writeln!(
             buf,
             "    pub async fn {}(\n        &self,\n        request: impl ::ferry::IntoRequest<{}>,\n    ) -> \

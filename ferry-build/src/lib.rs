@@ -92,7 +92,9 @@ impl Builder {
             Some(dir) => dir,
             None => std::env::var_os("OUT_DIR")
                 .map(PathBuf::from)
-                .ok_or_else(|| Error("OUT_DIR is not set; call ferry-build from build.rs".into()))?,
+                .ok_or_else(|| {
+                    Error("OUT_DIR is not set; call ferry-build from build.rs".into())
+                })?,
         };
         for include in includes {
             println!("cargo:rerun-if-changed={}", include.as_ref().display());

@@ -15,14 +15,23 @@
 //! - [`Server`]: serves every registered [`ServiceHandler`] on one port.
 //! - [`Channel`]: a client connection, shared by generated clients.
 //! - [`native`]: Ferry's multiplexed binary protocol.
+//! - Microservices: [`discovery`] (static, DNS, etcd), [`balance`] (p2c/peak-EWMA, round robin,
+//!   consistent hashing), [`retry`] (budgeted retries), [`hedge`], [`outlier`] (ejection and
+//!   health checks); see `docs/microservices.md`.
 
 #![warn(missing_docs)]
 
+pub mod balance;
 mod channel;
+pub mod cluster;
+pub mod discovery;
 pub mod endpoint;
+pub mod hedge;
 pub mod metadata;
 pub mod native;
+pub mod outlier;
 mod request;
+pub mod retry;
 mod server;
 pub mod service;
 mod status;

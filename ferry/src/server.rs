@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Layer;
 
+use crate::discovery::{Registration, Registry};
 use crate::native::frame::Limits;
 use crate::native::server::{ConnConfig, Shutdown, serve_connection};
 use crate::service::{BoxService, Router, ServiceHandler};
@@ -35,6 +36,8 @@ pub struct Server {
     layers: Vec<LayerFn>,
     conn: ConnConfig,
     grace: Duration,
+    registries: Vec<Arc<dyn Registry>>,
+    advertise: Option<SocketAddr>,
 }
 
 impl Default for Server {
@@ -47,6 +50,8 @@ impl Default for Server {
                 max_concurrent_streams: 4096,
             },
             grace: Duration::from_secs(30),
+            registries: Vec::new(),
+            advertise: None,
         }
     }
 }
@@ -104,6 +109,57 @@ impl Server {
         self
     }
 
+    /// Announces every service of this server in `registry` once it listens (e.g. an
+    /// `EtcdRegistry`), and withdraws them first thing on graceful shutdown.
+    ///
+    /// ```no_run
+    /// # async fn demo(svc: impl ferry::ServiceHandler, registry: impl ferry::discovery::Registry) -> std::io::Result<()> {
+    /// let server = ferry::Server::builder().add_service(svc).register(registry).bind("127.0.0.1:0").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn register(mut self, registry: impl Registry) -> Server {
+        self.registries.push(Arc::new(registry));
+        self
+    }
+
+    /// The address registries announce (default: the bound address, which must then not be a
+    /// wildcard such as `0.0.0.0`).
+    pub fn advertise_address(mut self, addr: SocketAddr) -> Server {
+        self.advertise = Some(addr);
+        self
+    }
+
+    /// Registers every service in every registry; all or nothing.
+    async fn register_all(&self, local: SocketAddr) -> std::io::Result<Vec<Registration>> {
+        let mut done = Vec::new();
+        if self.registries.is_empty() {
+            return Ok(done);
+        }
+        let addr = self.advertise.unwrap_or(local);
+        if addr.ip().is_unspecified() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "cannot register the wildcard address {addr}; set Server::advertise_address"
+                ),
+            ));
+        }
+        for registry in &self.registries {
+            for service in self.router.service_names() {
+                match registry.register(service, addr).await {
+                    Ok(registration) => done.push(registration),
+                    Err(status) => {
+                        deregister_all(done).await;
+                        return Err(std::io::Error::other(format!(
+                            "cannot register {service} at {addr}: {status}"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(done)
+    }
+
     /// The registered services.
     pub fn router(&self) -> &Router {
         &self.router
@@ -137,7 +193,8 @@ impl Server {
             signal.await;
             trigger.cancel();
         };
-        let (result, ()) = tokio::join!(self.run(listener, token.clone()), async {
+        let registrations = self.register_all(listener.local_addr()?).await?;
+        let (result, ()) = tokio::join!(self.run(listener, token.clone(), registrations), async {
             tokio::select! {
                 _ = watcher => {},
                 _ = token.cancelled() => {},
@@ -151,7 +208,8 @@ impl Server {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let token = CancellationToken::new();
-        let task = tokio::spawn(self.run(listener, token.clone()));
+        let registrations = self.register_all(local_addr).await?;
+        let task = tokio::spawn(self.run(listener, token.clone(), registrations));
         Ok(ServerHandle {
             local_addr,
             token,
@@ -159,7 +217,12 @@ impl Server {
         })
     }
 
-    async fn run(self, listener: TcpListener, token: CancellationToken) -> std::io::Result<()> {
+    async fn run(
+        self,
+        listener: TcpListener,
+        token: CancellationToken,
+        registrations: Vec<Registration>,
+    ) -> std::io::Result<()> {
         let svc = self.service();
         let cfg = Arc::new(self.conn.clone());
         let shutdown = Shutdown {
@@ -188,6 +251,8 @@ impl Server {
                 },
             }
         }
+        // Withdraw from discovery first, so clients stop choosing this server.
+        deregister_all(registrations).await;
         drop(listener);
         shutdown.drain.cancel();
         connections.close();
@@ -200,6 +265,15 @@ impl Server {
             connections.wait().await;
         }
         Ok(())
+    }
+}
+
+async fn deregister_all(registrations: Vec<Registration>) {
+    for registration in registrations {
+        let what = registration.description().to_owned();
+        if let Err(status) = registration.deregister().await {
+            tracing::warn!("cannot deregister {what}: {status}");
+        }
     }
 }
 
