@@ -79,45 +79,73 @@ type NodeStream<S> = Pin<Box<dyn Stream<Item = Result<Change<String, S>, Status>
 
 /// Maps discovery changes to services built by `wrap(Node)`; drops (and logs) bad addresses
 /// and discovery errors, which must not fail the balancer.
+///
+/// Discovery runs on its own task, so the set of instances stays current (and their count is
+/// published) even while no call polls the balancer; the task ends with the balancer.
 fn nodes<S: Send + 'static>(
     discovery: &dyn Discovery,
     factory: NodeFactory,
     wrap: impl Fn(Node) -> S + Send + 'static,
 ) -> NodeStream<S> {
     let name = discovery.describe();
-    let mut ids = HashSet::new();
-    let stream = discovery.watch().filter_map(move |change| {
+    let mut changes = discovery.watch();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<EndpointChange>();
+    let instances = factory.instances.clone();
+    tokio::spawn(async move {
+        let mut ids = HashSet::new();
+        loop {
+            let change = tokio::select! {
+                _ = tx.closed() => return,
+                change = changes.next() => change,
+            };
+            let change = match change {
+                None => return,
+                Some(Err(status)) => {
+                    tracing::warn!(%name, "discovery error: {}", status.message());
+                    continue;
+                }
+                Some(Ok(change)) => change,
+            };
+            match &change {
+                EndpointChange::Insert(id, address) => {
+                    tracing::debug!(%name, %id, %address, "instance added");
+                    ids.insert(id.clone());
+                }
+                EndpointChange::Remove(id) => {
+                    tracing::debug!(%name, %id, "instance removed");
+                    ids.remove(id);
+                }
+            }
+            if tx.send(change).is_err() {
+                return;
+            }
+            instances.send_replace(ids.len());
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|change| (change, rx))
+    })
+    .filter_map(move |change| {
         let out = match change {
-            Ok(EndpointChange::Insert(id, address)) => {
+            EndpointChange::Insert(id, address) => {
                 match Endpoint::new(&address, factory.endpoint.clone()) {
                     Ok(endpoint) => {
-                        ids.insert(id.clone());
                         let node = Node::new(
                             endpoint,
                             factory.outlier.clone(),
                             factory.pool.clone(),
                             factory.health_check.as_ref(),
                         );
-                        tracing::debug!(%name, %id, %address, "endpoint added");
                         Some(Ok(Change::Insert(id, wrap(node))))
                     }
                     Err(status) => {
-                        tracing::warn!(%name, %id, "ignoring a bad address: {}", status.message());
+                        tracing::warn!(%id, "ignoring a bad address: {}", status.message());
                         None
                     }
                 }
             }
-            Ok(EndpointChange::Remove(id)) => {
-                ids.remove(&id);
-                tracing::debug!(%name, %id, "endpoint removed");
-                Some(Ok(Change::Remove(id)))
-            }
-            Err(status) => {
-                tracing::warn!(%name, "discovery error: {}", status.message());
-                None
-            }
+            EndpointChange::Remove(id) => Some(Ok(Change::Remove(id))),
         };
-        factory.instances.send_replace(ids.len());
         std::future::ready(out)
     });
     Box::pin(stream)
