@@ -230,6 +230,8 @@ impl Server {
             force: CancellationToken::new(),
         };
         let connections = TaskTracker::new();
+        // If this task is aborted (`ServerHandle::abort`), the guard drops every connection too.
+        let _abort_connections = shutdown.force.clone().drop_guard();
         loop {
             tokio::select! {
                 _ = token.cancelled() => break,
