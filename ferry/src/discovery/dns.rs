@@ -1,9 +1,12 @@
 //! DNS discovery: A/AAAA or SRV records, re-resolved on an interval (hickory-resolver).
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
 use super::{Discovery, DiscoveryStream, EndpointChange};
@@ -34,6 +37,7 @@ enum Query {
 pub struct DnsDiscovery {
     query: Query,
     interval: Duration,
+    nameserver: Option<SocketAddr>,
 }
 
 impl DnsDiscovery {
@@ -45,6 +49,7 @@ impl DnsDiscovery {
                 port,
             },
             interval: Duration::from_secs(30),
+            nameserver: None,
         }
     }
 
@@ -54,6 +59,7 @@ impl DnsDiscovery {
         DnsDiscovery {
             query: Query::Srv { name: name.into() },
             interval: Duration::from_secs(30),
+            nameserver: None,
         }
     }
 
@@ -61,6 +67,28 @@ impl DnsDiscovery {
     pub fn interval(mut self, interval: Duration) -> DnsDiscovery {
         self.interval = interval.max(Duration::from_millis(10));
         self
+    }
+
+    /// Asks this DNS server (UDP, then TCP) instead of the system's resolvers, e.g. a Consul
+    /// agent's DNS interface at `127.0.0.1:8600`.
+    pub fn nameserver(mut self, server: SocketAddr) -> DnsDiscovery {
+        self.nameserver = Some(server);
+        self
+    }
+
+    fn resolver(&self) -> Result<TokioResolver, Status> {
+        let built = match self.nameserver {
+            None => TokioResolver::builder_tokio().and_then(|b| b.build()),
+            Some(server) => {
+                let mut ns = NameServerConfig::udp_and_tcp(server.ip());
+                for connection in &mut ns.connections {
+                    connection.port = server.port();
+                }
+                let config = ResolverConfig::from_name_servers(vec![ns]);
+                TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()).build()
+            }
+        };
+        built.map_err(|e| Status::unavailable(format!("cannot set up a DNS resolver: {e}")))
     }
 
     async fn resolve(&self, resolver: &TokioResolver) -> Result<BTreeSet<String>, Status> {
@@ -72,7 +100,7 @@ impl DnsDiscovery {
                     .await
                     .map_err(|e| Status::unavailable(format!("cannot resolve {host}: {e}")))?;
                 for ip in ips.iter() {
-                    found.insert(std::net::SocketAddr::new(ip, *port).to_string());
+                    found.insert(SocketAddr::new(ip, *port).to_string());
                 }
             }
             Query::Srv { name } => {
@@ -88,7 +116,7 @@ impl DnsDiscovery {
                     match resolver.lookup_ip(target.as_str()).await {
                         Ok(ips) => {
                             for ip in ips.iter() {
-                                found.insert(std::net::SocketAddr::new(ip, srv.port).to_string());
+                                found.insert(SocketAddr::new(ip, srv.port).to_string());
                             }
                         }
                         Err(e) => tracing::debug!(%target, "SRV target does not resolve: {e}"),
@@ -121,14 +149,9 @@ impl Discovery for DnsDiscovery {
             }
             state.first = false;
             if state.resolver.is_none() {
-                match TokioResolver::builder_tokio().and_then(|b| b.build()) {
+                match state.discovery.resolver() {
                     Ok(resolver) => state.resolver = Some(resolver),
-                    Err(e) => {
-                        let status = Status::unavailable(format!(
-                            "cannot set up a DNS resolver from the system configuration: {e}"
-                        ));
-                        return Some((vec![Err(status)], state));
-                    }
+                    Err(status) => return Some((vec![Err(status)], state)),
                 }
             }
             let resolver = state.resolver.as_ref()?;
