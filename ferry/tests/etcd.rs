@@ -131,7 +131,7 @@ async fn servers_register_and_clients_follow_them() {
     for c in callers {
         c.await.unwrap();
     }
-    let failed = failed.lock().unwrap();
+    let failed = std::mem::take(&mut *failed.lock().unwrap());
     eprintln!(
         "{} calls succeeded, {} failed",
         ok.load(Ordering::SeqCst),

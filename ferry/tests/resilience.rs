@@ -158,7 +158,7 @@ async fn when_every_instance_fails_retries_stay_within_the_budget() {
 struct Relay {
     inner: Channel,
     pause: Duration,
-    seen: Arc<std::sync::Mutex<Vec<(Option<Instant>, Instant)>>>,
+    seen: Arc<std::sync::Mutex<Vec<Arrival>>>,
 }
 
 impl ServiceHandler for Relay {

@@ -276,8 +276,11 @@ pub trait Registry: Send + Sync + 'static {
 pub struct Registration {
     description: String,
     keep_alive: Option<tokio::task::JoinHandle<()>>,
-    deregister: Option<Box<dyn FnOnce() -> BoxFuture<Result<(), Status>> + Send>>,
+    deregister: Option<Deregister>,
 }
+
+/// The action that removes a registration.
+type Deregister = Box<dyn FnOnce() -> BoxFuture<Result<(), Status>> + Send>;
 
 impl Registration {
     /// A registration from its parts: a background keep-alive task (aborted on drop) and the

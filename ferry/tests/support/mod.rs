@@ -33,6 +33,9 @@ pub struct Behavior {
     pub slow_ms: AtomicU64,
 }
 
+/// A call's deadline and the time it arrived.
+pub type Arrival = (Option<Instant>, Instant);
+
 /// What a backend saw.
 #[derive(Default)]
 pub struct Stats {
@@ -47,7 +50,7 @@ pub struct Stats {
     pub slow_finished: AtomicUsize,
     pub slow_cancelled: AtomicUsize,
     /// The deadline and arrival time of every call.
-    pub deadlines: Mutex<Vec<(Option<Instant>, Instant)>>,
+    pub deadlines: Mutex<Vec<Arrival>>,
 }
 
 /// A backend answering `Who` with its name.
@@ -108,7 +111,7 @@ impl ServiceHandler for BackendService {
                 .push((request.deadline(), Instant::now()));
             let b = &this.behavior;
             let every = b.slow_every.load(Ordering::SeqCst);
-            if every > 0 && n % every == 0 {
+            if every > 0 && n.is_multiple_of(every) {
                 this.stats.slow_started.fetch_add(1, Ordering::SeqCst);
                 let mut guard = SlowGuard {
                     stats: this.stats.clone(),
