@@ -113,7 +113,12 @@ impl pb::Shop for Front {
             .await?
             .into_inner();
         let subtotal = self
-            .compute(&request, Op::Multiply, price.unit_price, f64::from(quantity))
+            .compute(
+                &request,
+                Op::Multiply,
+                price.unit_price,
+                f64::from(quantity),
+            )
             .await?;
         let tax = self
             .compute(&request, Op::Multiply, subtotal, price.tax_rate)

@@ -106,12 +106,17 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Command::Demo { etcd } => {
             let registry = registry(etcd.as_deref()).await?;
             let demo = Demo::start(registry.as_ref()).await?;
-            let how = if registry.is_some() { "etcd" } else { "static lists" };
+            let how = if registry.is_some() {
+                "etcd"
+            } else {
+                "static lists"
+            };
             println!(
                 "front on {}, three calculators and pricing found through {how}",
                 demo.front.local_addr()
             );
-            let client = pb::ShopClient::connect(format!("ferry://{}", demo.front.local_addr())).await?;
+            let client =
+                pb::ShopClient::connect(format!("ferry://{}", demo.front.local_addr())).await?;
             for (item, quantity) in [("apple", 4), ("coffee", 3), ("book", 1)] {
                 let quote = client
                     .quote(pb::QuoteRequest {
