@@ -26,6 +26,15 @@ struct Args {
     /// Concurrent callers.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Calculator instances; the first one is the uneven one.
+    #[arg(long, default_value_t = 3)]
+    instances: usize,
+    /// The hedge's latency percentile.
+    #[arg(long, default_value_t = 0.95)]
+    percentile: f32,
+    /// Balance with round robin instead of p2c/peak-EWMA.
+    #[arg(long)]
+    round_robin: bool,
 }
 
 /// A calculator whose `multiply` is slow on every `slow_every`-th call.
@@ -118,7 +127,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let mut addrs = Vec::new();
     let mut servers = Vec::new();
-    for slow_every in [5, 0, 0] {
+    for i in 0..args.instances.max(1) {
+        let slow_every = if i == 0 { 5 } else { 0 };
         let service = pb::CalculatorServer::new(Uneven {
             calls: AtomicU64::new(0),
             slow_every,
@@ -131,18 +141,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         servers.push(server);
     }
     let list = format!("ferry://{}", addrs.join(","));
-    println!("three calculators; one takes {SLOW:?} on 20 % of its calls, else {FAST:?}");
-
-    // Round robin keeps the slow instance in rotation, so both runs see the same slow calls.
+    let balancer = if args.round_robin {
+        ferry::balance::Balancer::RoundRobin
+    } else {
+        ferry::balance::Balancer::PowerOfTwoChoices
+    };
+    println!(
+        "{} calculators ({balancer:?}); one takes {SLOW:?} on 20 % of its calls, else {FAST:?}; \
+         hedging at p{}",
+        args.instances,
+        args.percentile * 100.0
+    );
     let plain = Channel::builder(list.as_str())
-        .balancer(ferry::balance::Balancer::RoundRobin)
+        .balancer(balancer.clone())
         .lazy()?;
     let hedged = Channel::builder(list.as_str())
-        .balancer(ferry::balance::Balancer::RoundRobin)
+        .balancer(balancer)
         .hedge(
             "/calculator.v1.Calculator/Multiply",
             HedgeConfig {
                 period: Duration::from_secs(1),
+                latency_percentile: args.percentile,
                 ..HedgeConfig::default()
             },
         )
