@@ -285,14 +285,17 @@ impl NodeHealth {
         None
     }
 
+    /// A failed probe ejects the endpoint, or keeps it ejected while probes keep failing.
     fn probe_failed(&self, interval: Duration, status: &Status) {
         let mut state = self.state();
-        if state.ejected_until.is_none() {
-            self.eject(
-                &mut state,
-                interval,
-                &format!("health check: {}", status.message()),
-            );
+        let hold = Instant::now() + interval.saturating_mul(2);
+        match state.ejected_until {
+            Some(until) if until < hold => state.ejected_until = Some(hold),
+            Some(_) => {}
+            None => {
+                let why = format!("health check: {}", status.message());
+                self.eject(&mut state, interval.saturating_mul(2), &why);
+            }
         }
     }
 }

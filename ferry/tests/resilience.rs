@@ -328,3 +328,87 @@ async fn unavailable_without_instances_is_clear_and_quick() {
     assert!(status.message().contains("no instances"), "{status:?}");
     assert!(start.elapsed() < Duration::from_secs(2));
 }
+
+/// Fails for one address, succeeds for the rest.
+struct FailFor(String, Arc<AtomicUsize>);
+
+impl ferry::outlier::Probe for FailFor {
+    fn probe(&self, endpoint: &ferry::Endpoint) -> BoxFuture<Result<(), Status>> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        let fail = endpoint.authority() == self.0;
+        Box::pin(async move {
+            if fail {
+                Err(Status::unavailable("probe says no"))
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_health_probe_ejects_an_instance() {
+    let backends = backends(3).await;
+    let probes = Arc::new(AtomicUsize::new(0));
+    let probe = FailFor(backends[0].addr.to_string(), probes.clone());
+    let channel = Channel::builder(comma_list(&backends))
+        .timeout(PATIENCE)
+        .health_check(ferry::outlier::HealthCheck::new(
+            probe,
+            Duration::from_millis(50),
+        ))
+        .lazy()
+        .unwrap();
+    // The first call creates the endpoints; probes start then.
+    who(&channel, None).await.unwrap();
+    assert!(eventually(PATIENCE, async || probes.load(Ordering::SeqCst) >= 6).await);
+    let before = backends[0].calls();
+    let (failures, first) = load(&channel, 300, 4).await;
+    assert_eq!(failures, 0, "{first:?}");
+    assert_eq!(
+        backends[0].calls(),
+        before,
+        "the instance failing its health check still got calls"
+    );
+    assert!(backends[1].calls() > 0 && backends[2].calls() > 0);
+}
+
+/// A `grpc.health.v1.Health` service answering `NOT_SERVING`.
+struct NotServing;
+
+impl ServiceHandler for NotServing {
+    fn name(&self) -> &'static str {
+        "grpc.health.v1.Health"
+    }
+
+    fn file_descriptor_set(&self) -> &'static [u8] {
+        &[]
+    }
+
+    fn call(&self, _method: &str, _request: Request<Bytes>) -> BoxFuture<RawResult> {
+        // HealthCheckResponse { status: NOT_SERVING (2) }
+        let body = Bytes::from_static(&[0x08, 0x02]);
+        Box::pin(async move { Ok(ferry::Response::new(body)) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_health_probe_reads_the_health_service() {
+    use ferry::outlier::{GrpcHealthProbe, Probe};
+    let plain = backends(1).await;
+    let sick = Server::builder()
+        .add_service(NotServing)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let probe = GrpcHealthProbe::new("");
+    let endpoint = |addr: std::net::SocketAddr| {
+        ferry::Endpoint::new(&addr.to_string(), ferry::EndpointConfig::default()).unwrap()
+    };
+    // No health service: healthy as long as it answers.
+    probe.probe(&endpoint(plain[0].addr)).await.unwrap();
+    let status = probe.probe(&endpoint(sick.local_addr())).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("health status 2"), "{status:?}");
+    sick.shutdown().await.unwrap();
+}
