@@ -146,7 +146,7 @@ pub enum Backends {
         pricing: String,
     },
     /// Whatever is registered in etcd.
-    Etcd(EtcdRegistry),
+    Etcd(Box<EtcdRegistry>),
 }
 
 impl Backends {
@@ -209,7 +209,7 @@ pub async fn start_front(addr: &str, backends: &Backends) -> std::io::Result<Ser
     let front = Front::new(calculator, pricing);
     let server = Server::builder().add_service(pb::ShopServer::new(front));
     let registry = match backends {
-        Backends::Etcd(registry) => Some(registry),
+        Backends::Etcd(registry) => Some(&**registry),
         Backends::Static { .. } => None,
     };
     maybe_register(server, registry).bind(addr).await
@@ -236,7 +236,7 @@ impl Demo {
         }
         let pricing = start_pricing("127.0.0.1:0", registry).await?;
         let backends = match registry {
-            Some(registry) => Backends::Etcd(registry.clone()),
+            Some(registry) => Backends::Etcd(Box::new(registry.clone())),
             None => {
                 let list: Vec<String> = calculators
                     .iter()

@@ -153,7 +153,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             etcd,
         } => {
             let backends = match (registry(etcd.as_deref()).await?, calculators, pricing) {
-                (Some(registry), _, _) => Backends::Etcd(registry),
+                (Some(registry), _, _) => Backends::Etcd(Box::new(registry)),
                 (None, Some(calculators), Some(pricing)) => Backends::Static {
                     calculators,
                     pricing,
