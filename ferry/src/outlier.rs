@@ -1,8 +1,9 @@
 //! Outlier ejection (a per-endpoint circuit breaker) and active health checks.
 //!
 //! Every endpoint of a balanced channel counts its consecutive failures (by default calls that
-//! end `UNAVAILABLE`, which includes failing to connect). At [`OutlierConfig::consecutive_failures`]
-//! in a row it is *ejected*: the balancer skips it for [`OutlierConfig::base_ejection`] times the
+//! end `UNAVAILABLE`). At [`OutlierConfig::consecutive_failures`] in a row — or at the first
+//! failure that leaves it without a connection (refused, reset, connect timeout) — it is
+//! *ejected*: the balancer skips it for [`OutlierConfig::base_ejection`] times the
 //! number of times it has been ejected, capped at [`OutlierConfig::max_ejection`]. When the time
 //! is up it gets traffic again, half-open: one more failure ejects it again, for longer.
 //! At most [`OutlierConfig::max_ejected_share`] of the endpoints (default half) are ejected at
@@ -224,10 +225,20 @@ impl NodeHealth {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records the outcome of one call.
-    fn record(&self, code: Option<Code>) {
+    /// Records the outcome of one call; `connected` tells whether the endpoint still has a
+    /// usable connection afterwards.
+    fn record(&self, code: Option<Code>, connected: bool) {
         let failed = code.is_some_and(|c| self.config.failure_codes.contains(&c));
         let mut state = self.state();
+        // Failing without a connection (refused, reset, timed out) is not worth waiting for
+        // more evidence: the endpoint is ejected at once (within the cap).
+        if failed && !connected && self.config.consecutive_failures > 0 {
+            state.consecutive = state.consecutive.saturating_add(1);
+            if state.ejected_until.is_none() {
+                self.eject(&mut state, Duration::ZERO, "cannot connect");
+            }
+            return;
+        }
         if !failed {
             state.consecutive = 0;
             // A long healthy stretch forgets earlier ejections.
@@ -399,7 +410,10 @@ impl tower::Service<Request<Bytes>> for Node {
         let health = self.health.clone();
         Box::pin(async move {
             let result = endpoint.call(request).await;
-            health.record(result.as_ref().err().map(Status::code));
+            health.record(
+                result.as_ref().err().map(Status::code),
+                endpoint.is_connected(),
+            );
             result
         })
     }
@@ -426,7 +440,7 @@ mod tests {
         let nodes: Vec<Node> = (1..=4).map(|p| node(&pool, &config, p)).collect();
         for n in &nodes {
             for _ in 0..2 {
-                n.health.record(Some(Code::Unavailable));
+                n.health.record(Some(Code::Unavailable), true);
             }
         }
         // Half of four may be out.
@@ -437,7 +451,7 @@ mod tests {
         // Once restored, one failure ejects again, for twice as long.
         let restored = nodes[0].health.ejected_until(now + Duration::from_secs(2));
         assert!(restored.is_none(), "should be restored");
-        nodes[0].health.record(Some(Code::Unavailable));
+        nodes[0].health.record(Some(Code::Unavailable), true);
         let again = nodes[0]
             .health
             .state()
@@ -445,8 +459,26 @@ mod tests {
             .expect("ejected again");
         assert!(again - Instant::now() > Duration::from_millis(1500));
         // Other codes do not count.
-        nodes[2].health.record(Some(Code::InvalidArgument));
+        nodes[2].health.record(Some(Code::InvalidArgument), true);
+        // Failing without a connection ejects at once (here: the cap is reached, so it cannot).
+        nodes[3].health.record(Some(Code::Unavailable), false);
+        assert_eq!(pool.snapshot(), (4, 2));
         drop(nodes);
         assert_eq!(pool.snapshot(), (0, 0));
+    }
+
+    #[test]
+    fn losing_the_connection_ejects_at_once() {
+        let pool = Arc::new(PoolStats::default());
+        let config = Arc::new(OutlierConfig::default());
+        let nodes: Vec<Node> = (1..=3).map(|p| node(&pool, &config, p)).collect();
+        nodes[0].health.record(Some(Code::Unavailable), true);
+        assert_eq!(
+            pool.snapshot(),
+            (3, 0),
+            "one answered failure is not enough"
+        );
+        nodes[1].health.record(Some(Code::Unavailable), false);
+        assert_eq!(pool.snapshot(), (3, 1));
     }
 }
