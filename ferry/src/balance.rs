@@ -1,4 +1,4 @@
-//! Load balancing over the endpoints a [`Discovery`](crate::discovery::Discovery) reports.
+//! Load balancing over the endpoints a [`Discovery`] reports.
 //!
 //! - [`Balancer::PowerOfTwoChoices`] (default): tower's `balance::p2c` over
 //!   `load::PeakEwma` — pick two ready endpoints at random and call the one with the lower

@@ -162,6 +162,8 @@ impl ChannelBuilder {
     }
 
     /// Builds the channel and connects now, so a wrong address fails here.
+    ///
+    /// A balanced channel connects to each instance lazily, so for it this is [`Self::lazy`].
     pub async fn connect(self) -> Result<Channel, Status> {
         let channel = self.lazy()?;
         if let Some(endpoint) = &channel.inner.endpoint {

@@ -32,7 +32,7 @@ const QUEUE: usize = 4096;
 /// Everything a balanced channel is built from; set through
 /// [`ChannelBuilder`](crate::ChannelBuilder) methods.
 #[derive(Clone, Default)]
-pub struct ClusterConfig {
+pub(crate) struct ClusterConfig {
     pub(crate) discovery: Option<Arc<dyn Discovery>>,
     pub(crate) balancer: Balancer,
     pub(crate) retry: RetryConfig,

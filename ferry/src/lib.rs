@@ -23,7 +23,7 @@
 
 pub mod balance;
 mod channel;
-pub mod cluster;
+mod cluster;
 pub mod discovery;
 pub mod endpoint;
 pub mod hedge;

@@ -137,6 +137,11 @@ async fn when_every_instance_fails_retries_stay_within_the_budget() {
     eprintln!(
         "{calls} calls made {attempts} attempts ({retries} retries); slowest {slowest:?}; last: {last:?}"
     );
+    let tagged: usize = backends
+        .iter()
+        .map(|b| b.stats.retries.load(Ordering::SeqCst))
+        .sum();
+    assert_eq!(tagged, retries, "every retry carries retry-attempts");
     let allowed = (calls as f64 * 0.2) as usize + 10 + 5;
     assert!(
         retries <= allowed,
