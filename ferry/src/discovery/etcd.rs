@@ -17,6 +17,9 @@ pub const DEFAULT_PREFIX: &str = "/ferry/services/";
 /// How long a registration outlives its server's last keep-alive, unless configured (10 s).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
+/// How long deregistering waits for etcd.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(3);
+
 fn etcd_error(what: &str, e: etcd_client::Error) -> Status {
     Status::unavailable(format!("etcd: {what} failed: {e}"))
 }
@@ -117,11 +120,16 @@ impl EtcdRegistry {
             move || {
                 Box::pin(async move {
                     let id = current.load(std::sync::atomic::Ordering::Acquire);
-                    client
-                        .lease_revoke(id)
-                        .await
-                        .map(drop)
-                        .map_err(|e| etcd_error("lease revoke", e))
+                    // Bounded, so an unreachable etcd cannot hold up a server's shutdown; the
+                    // lease then expires on its own.
+                    match tokio::time::timeout(REVOKE_TIMEOUT, client.lease_revoke(id)).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(etcd_error("lease revoke", e)),
+                        Err(_) => Err(Status::unavailable(format!(
+                            "etcd: lease revoke timed out after {REVOKE_TIMEOUT:?}; \
+                             the entry expires with its lease"
+                        ))),
+                    }
                 }) as BoxFuture<_>
             },
         ))
