@@ -1,0 +1,305 @@
+//! Targets (`ferry://`, `grpc://`, `http://` + `host:port`) and the transports behind them.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry::{Channel, Code, Metadata, Request, Status};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::{CliResult, Failure};
+
+/// The protocol a target names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Ferry's native protocol (`ferry://`, or no scheme).
+    Native,
+    /// gRPC over cleartext HTTP/2 (`grpc://`).
+    Grpc,
+    /// Connect-style JSON over HTTP/1.1 (`http://`).
+    Http,
+}
+
+/// A parsed target: protocol and `host:port`.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// How calls travel.
+    pub protocol: Protocol,
+    /// `host:port`.
+    pub authority: String,
+}
+
+impl Target {
+    /// Parses `ferry://host:port`, `grpc://host:port`, `http://host:port` or `host:port`.
+    pub fn parse(text: &str) -> CliResult<Target> {
+        let (protocol, rest) = match text.split_once("://") {
+            None => (Protocol::Native, text),
+            Some(("ferry", rest)) => (Protocol::Native, rest),
+            Some(("grpc", rest)) => (Protocol::Grpc, rest),
+            Some(("http", rest)) => (Protocol::Http, rest),
+            Some((scheme, _)) => {
+                return Err(Failure::usage(format!(
+                    "unsupported scheme {scheme:?} in {text:?}: use ferry://, grpc:// or http://"
+                )));
+            }
+        };
+        let authority = rest.trim_end_matches('/');
+        match authority.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(Target {
+                protocol,
+                authority: authority.to_owned(),
+            }),
+            _ => Err(Failure::usage(format!(
+                "target {text:?} needs a host and a port, e.g. ferry://127.0.0.1:8000"
+            ))),
+        }
+    }
+
+    /// The target as text, with its scheme.
+    pub fn url(&self) -> String {
+        let scheme = match self.protocol {
+            Protocol::Native => "ferry",
+            Protocol::Grpc => "grpc",
+            Protocol::Http => "http",
+        };
+        format!("{scheme}://{}", self.authority)
+    }
+
+    /// A gRPC channel to the same `host:port`: server reflection is gRPC-only, and a Ferry
+    /// server speaks every protocol on one port.
+    pub async fn grpc_channel(&self, connect_timeout: Duration) -> CliResult<Channel> {
+        let channel = Channel::builder(format!("grpc://{}", self.authority))
+            .connect_timeout(connect_timeout)
+            .connect()
+            .await?;
+        Ok(channel)
+    }
+
+    /// Opens `connections` transports of this target's protocol.
+    pub async fn connect(
+        &self,
+        connections: usize,
+        connect_timeout: Duration,
+    ) -> CliResult<Transport> {
+        match self.protocol {
+            Protocol::Native | Protocol::Grpc => {
+                let url = match self.protocol {
+                    Protocol::Native => format!("ferry://{}", self.authority),
+                    _ => format!("grpc://{}", self.authority),
+                };
+                let mut channels = Vec::with_capacity(connections.max(1));
+                for _ in 0..connections.max(1) {
+                    let channel = Channel::builder(url.clone())
+                        .connect_timeout(connect_timeout)
+                        .connect()
+                        .await?;
+                    channels.push(channel);
+                }
+                Ok(Transport::Channels(channels))
+            }
+            Protocol::Http => {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                connector.set_connect_timeout(Some(connect_timeout));
+                let client = Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .build(connector);
+                Ok(Transport::Http(Box::new(HttpJson {
+                    client,
+                    base: format!("http://{}", self.authority),
+                })))
+            }
+        }
+    }
+}
+
+/// An open way to make unary calls: Ferry channels (native or gRPC), or HTTP/JSON.
+#[derive(Clone)]
+pub enum Transport {
+    /// One channel per connection; calls are spread over them by index.
+    Channels(Vec<Channel>),
+    /// Connect-protocol JSON over HTTP/1.1.
+    Http(Box<HttpJson>),
+}
+
+/// A Connect JSON client (HTTP/1.1; hyper keeps a pool of connections).
+#[derive(Clone)]
+pub struct HttpJson {
+    client: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+}
+
+/// One unary call's outcome: response metadata and the encoded body (protobuf for channels,
+/// JSON for HTTP).
+pub type CallResult = Result<(Metadata, Bytes), Status>;
+
+impl Transport {
+    /// Whether bodies are JSON (HTTP) rather than protobuf.
+    pub fn is_json(&self) -> bool {
+        matches!(self, Transport::Http(_))
+    }
+
+    /// Calls `path` (`/package.Service/Method`) with an encoded body on connection `conn`.
+    pub async fn call(
+        &self,
+        conn: usize,
+        path: &str,
+        metadata: &Metadata,
+        timeout: Option<Duration>,
+        body: Bytes,
+    ) -> CallResult {
+        match self {
+            Transport::Channels(channels) => {
+                let channel = &channels[conn % channels.len()];
+                let mut request = Request::new(body);
+                request.set_method(path.to_owned());
+                *request.metadata_mut() = metadata.clone();
+                if let Some(timeout) = timeout {
+                    request.set_timeout(timeout);
+                }
+                let response = channel.call(request).await?;
+                Ok(response.into_parts())
+            }
+            Transport::Http(http) => {
+                let call = http.call(path, metadata, timeout, body);
+                match timeout {
+                    Some(t) => tokio::time::timeout(t, call).await.unwrap_or_else(|_| {
+                        Err(Status::deadline_exceeded(format!("no reply within {t:?}")))
+                    }),
+                    None => call.await,
+                }
+            }
+        }
+    }
+}
+
+impl HttpJson {
+    async fn call(
+        &self,
+        path: &str,
+        metadata: &Metadata,
+        timeout: Option<Duration>,
+        body: Bytes,
+    ) -> CallResult {
+        let mut builder = http::Request::post(format!("{}{path}", self.base))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(
+                http::header::USER_AGENT,
+                concat!("ferry-cli/", env!("CARGO_PKG_VERSION")),
+            );
+        for (key, value) in metadata.iter() {
+            if key.ends_with("-bin") {
+                continue;
+            }
+            builder = builder.header(key, value);
+        }
+        if let Some(t) = timeout {
+            builder = builder.header("connect-timeout-ms", t.as_millis().max(1).to_string());
+        }
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|e| Status::invalid_argument(format!("cannot build the request: {e}")))?;
+        let response = self.client.request(request).await.map_err(|e| {
+            Status::unavailable(format!("HTTP request to {} failed: {e}", self.base))
+        })?;
+        let (parts, body) = response.into_parts();
+        let data = body
+            .collect()
+            .await
+            .map_err(|e| Status::unavailable(format!("reading the HTTP response failed: {e}")))?
+            .to_bytes();
+        if parts.status != http::StatusCode::OK {
+            return Err(connect_error(parts.status, &data));
+        }
+        let mut out = Metadata::new();
+        for (name, value) in &parts.headers {
+            if let Ok(text) = value.to_str() {
+                out.append(name.as_str(), text);
+            }
+        }
+        Ok((out, data))
+    }
+}
+
+/// A Connect error body (`{"code": "...", "message": "..."}`), or the HTTP status's code.
+fn connect_error(http: http::StatusCode, body: &[u8]) -> Status {
+    #[derive(serde::Deserialize)]
+    struct ConnectError {
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    if let Ok(error) = serde_json::from_slice::<ConnectError>(body)
+        && let Some(code) = Code::from_name(&error.code)
+    {
+        return Status::new(code, error.message);
+    }
+    let code = match http.as_u16() {
+        400 => Code::InvalidArgument,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        408 | 504 => Code::DeadlineExceeded,
+        429 | 502 | 503 => Code::Unavailable,
+        _ => Code::Unknown,
+    };
+    Status::new(code, format!("HTTP status {http}"))
+}
+
+/// Parses `5s`, `250ms`, `2m`, `1.5s` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 5s, 250ms or 2m"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "us" | "µs" => value / 1_000_000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("bad duration {text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        let t = Target::parse("http://127.0.0.1:80/").unwrap();
+        assert_eq!(
+            (t.protocol, t.authority.as_str()),
+            (Protocol::Http, "127.0.0.1:80")
+        );
+        assert_eq!(Target::parse("h:1").unwrap().protocol, Protocol::Native);
+        assert_eq!(
+            Target::parse("grpc://h:1").unwrap().protocol,
+            Protocol::Grpc
+        );
+        assert!(Target::parse("https://h:1").is_err());
+        assert!(Target::parse("ferry://h").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("fast").is_err());
+    }
+}
