@@ -217,7 +217,11 @@ pub async fn source(target: &Target, conn: &ConnArgs, protos: &ProtoArgs) -> Cli
     let metadata = metadata(&conn.headers)?;
     Source::new(&protos.protos, &protos.includes, || async {
         let channel = target.grpc_channel(conn.connect_timeout).await?;
-        let timeout = conn.timeout.unwrap_or(Duration::from_secs(10));
+        // Reflection gets at least 10 s: --timeout is meant for the call itself.
+        let timeout = conn
+            .timeout
+            .unwrap_or_default()
+            .max(Duration::from_secs(10));
         Ok((channel, metadata, timeout))
     })
     .await

@@ -164,6 +164,12 @@ impl Transport {
                 Ok(response.into_parts())
             }
             Transport::Http(http) => {
+                // As Ferry's own clients do: a zero timeout fails before sending.
+                if timeout.is_some_and(|t| t.is_zero()) {
+                    return Err(Status::deadline_exceeded(
+                        "deadline passed before the call was sent",
+                    ));
+                }
                 let call = http.call(path, metadata, timeout, body);
                 match timeout {
                     Some(t) => tokio::time::timeout(t, call).await.unwrap_or_else(|_| {
