@@ -514,42 +514,57 @@ async fn open_loop(
 ) -> Measured {
     let shared = Arc::new(Mutex::new(Recorder::new(timeline.clone())));
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut sent = 0u64;
-    let mut max_lag = Duration::ZERO;
-    loop {
-        // Each call's intended send time is fixed by the schedule, not by earlier replies.
-        let offset = Duration::from_secs_f64(sent as f64 / rate);
-        let go_on = match stop {
-            Stop::Count(n) => sent < n,
-            Stop::After(d) => offset < d,
-        };
-        if !go_on {
-            break;
-        }
-        let intended = start + offset;
-        tokio::time::sleep_until(intended.into()).await;
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        max_lag = max_lag.max(intended.elapsed());
-        let (load, live, shared) = (load.clone(), live.clone(), shared.clone());
-        let index = sent;
-        tasks.spawn(async move {
-            let outcome = load.call(index).await;
-            // Latency from the intended send time: a late send counts against the server.
-            let latency = intended.elapsed();
-            drop(permit);
-            count(&live, &outcome);
-            shared
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .record(offset, latency, outcome);
-        });
-        sent += 1;
-        // Reap finished tasks so the set does not grow without bound.
-        while tasks.try_join_next().is_some() {}
-    }
+    let runtime = tokio::runtime::Handle::current();
+    // The schedule runs on a blocking thread: `std::thread::sleep` wakes within tens of
+    // microseconds, where tokio's millisecond timer would make every call look up to 1 ms late.
+    let dispatcher = {
+        let (load, live, shared, permits) =
+            (load.clone(), live.clone(), shared.clone(), permits.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut sent = 0u64;
+            let mut max_lag = Duration::ZERO;
+            loop {
+                // Each call's intended send time is fixed by the schedule, not by earlier replies.
+                let offset = Duration::from_secs_f64(sent as f64 / rate);
+                let go_on = match stop {
+                    Stop::Count(n) => sent < n,
+                    Stop::After(d) => offset < d,
+                };
+                if !go_on {
+                    break;
+                }
+                let intended = start + offset;
+                let wait = intended.saturating_duration_since(Instant::now());
+                if !wait.is_zero() {
+                    std::thread::sleep(wait);
+                }
+                let permit = match permits.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => match runtime.block_on(permits.clone().acquire_owned()) {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                };
+                max_lag = max_lag.max(intended.elapsed());
+                let (load, live, shared) = (load.clone(), live.clone(), shared.clone());
+                let index = sent;
+                runtime.spawn(async move {
+                    let outcome = load.call(index).await;
+                    // Latency from the intended send time: a late send counts against the server.
+                    let latency = intended.elapsed();
+                    count(&live, &outcome);
+                    shared
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .record(offset, latency, outcome);
+                    drop(permit);
+                });
+                sent += 1;
+            }
+            (sent, max_lag)
+        })
+    };
+    let (sent, max_lag) = dispatcher.await.unwrap_or_default();
     let sending = match stop {
         // The schedule's length: sending ends when the duration is over.
         Stop::After(d) => {
@@ -558,7 +573,8 @@ async fn open_loop(
         }
         Stop::Count(_) => start.elapsed() + Duration::from_secs_f64(1.0 / rate),
     };
-    while tasks.join_next().await.is_some() {}
+    // Every call holds a permit until it is recorded: all permits back means all calls done.
+    let _all = permits.acquire_many(MAX_IN_FLIGHT as u32).await;
     let elapsed = start.elapsed();
     let mut recorder = Recorder::new(timeline.clone());
     let inner = std::mem::replace(

@@ -200,7 +200,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "Latency (ms)         min       p50       p90       p99     p99.9       max"
+            "Latency             min       p50       p90       p99     p99.9       max"
         );
         let rows = [
             ("  L total", self.latency_ms),
@@ -209,11 +209,11 @@ impl Report {
         ];
         for (name, p) in rows {
             if let Some(p) = p {
-                let _ = writeln!(
-                    out,
-                    "{name:<14}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10.3}",
-                    p.min, p.p50, p.p90, p.p99, p.p999, p.max
-                );
+                let cells: String = [p.min, p.p50, p.p90, p.p99, p.p999, p.max]
+                    .into_iter()
+                    .map(|ms| format!("{:>10}", human_ms(ms)))
+                    .collect();
+                let _ = writeln!(out, "{name:<12}{cells}");
             }
         }
         if self.latency_ms.is_some() && self.server_processing_ms.is_none() {
@@ -231,6 +231,19 @@ impl Report {
             let _ = writeln!(out, "Errors      {}", list.join(", "));
         }
         out
+    }
+}
+
+/// A latency for people: `412ns`, `38.2µs`, `1.27ms`, `2.50s`.
+pub fn human_ms(ms: f64) -> String {
+    if ms < 0.001 {
+        format!("{:.0}ns", ms * 1e6)
+    } else if ms < 1.0 {
+        format!("{:.1}µs", ms * 1e3)
+    } else if ms < 1000.0 {
+        format!("{ms:.2}ms")
+    } else {
+        format!("{:.2}s", ms / 1e3)
     }
 }
 
@@ -486,11 +499,11 @@ pub fn html(report: &Report) -> String {
         ("T = L − P: transmission", report.transmission_ms),
     ] {
         if let Some(p) = p {
-            let _ = write!(
-                rows,
-                "<tr><th>{name}</th><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td></tr>",
-                p.min, p.p50, p.p90, p.p99, p.p999, p.max
-            );
+            let cells: String = [p.min, p.p50, p.p90, p.p99, p.p999, p.max]
+                .into_iter()
+                .map(|ms| format!("<td>{}</td>", human_ms(ms)))
+                .collect();
+            let _ = write!(rows, "<tr><th>{name}</th>{cells}</tr>");
         }
     }
     let errors = if report.errors_by_code.is_empty() {
@@ -528,7 +541,7 @@ circle.p50, rect.p50 {{ fill: #2a9d4a; }} circle.p99, rect.p99 {{ fill: #d07a1a;
 <dt>Calls</dt><dd>{total} sent, {ok} ok, {errors_n} errors ({errors})</dd>
 <dt>Throughput</dt><dd>{throughput:.1} ok/s (sent {send_rate:.1}/s)</dd>
 </dl>
-<h2>Latency (ms)</h2>
+<h2>Latency</h2>
 <table><thead><tr><th></th><th>min</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr></thead>
 <tbody>{rows}</tbody></table>
 <h2>Latency histogram</h2>
@@ -564,6 +577,14 @@ mod tests {
         let bins = bins(&h);
         assert_eq!(bins.len(), HISTOGRAM_BINS);
         assert_eq!(bins.iter().map(|b| b.count).sum::<u64>(), 5);
+    }
+
+    #[test]
+    fn latencies_read_well() {
+        assert_eq!(human_ms(0.000412), "412ns");
+        assert_eq!(human_ms(0.0382), "38.2µs");
+        assert_eq!(human_ms(1.271), "1.27ms");
+        assert_eq!(human_ms(2500.0), "2.50s");
     }
 
     #[test]
