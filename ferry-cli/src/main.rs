@@ -97,7 +97,7 @@ pub struct ConnArgs {
     /// Request metadata, repeatable: -H key:value
     #[arg(short = 'H', long = "header", value_name = "KEY:VALUE")]
     pub headers: Vec<String>,
-    /// Deadline of each call (e.g. 500ms, 5s)
+    /// Deadline of each call, e.g. 500ms or 5s (bench: 30s unless given)
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Option<Duration>,
     /// Give up connecting after this long
