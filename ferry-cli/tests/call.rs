@@ -3,7 +3,10 @@
 
 mod support;
 
-use support::{PROTO_ARGS, ferry, ferry_calculator, ferry_calculator_with, tonic_calculator};
+use support::{
+    PROTO_ARGS, ferry, ferry_calculator, ferry_calculator_with, tonic_calculator,
+    tonic_calculator_with,
+};
 
 const ADD: &str = "calculator.v1.Calculator/Add";
 const SCHEMES: [&str; 3] = ["ferry", "grpc", "http"];
@@ -195,6 +198,26 @@ fn calls_a_tonic_server_through_its_reflection() {
     let run = ferry(&["describe", &url, "calculator.v1.CalculateResponse"], None);
     run.expect_code(0);
     assert!(run.stdout.contains("double result = 1;"), "{}", run.stdout);
+}
+
+#[test]
+fn falls_back_to_v1alpha_reflection() {
+    let server = tonic_calculator_with(tonic_calculator::Reflection::V1AlphaOnly);
+    let url = server.url("grpc");
+    let run = ferry(&["list", &url], None);
+    run.expect_code(0);
+    assert!(
+        run.stdout.lines().any(|l| l == "calculator.v1.Calculator"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("grpc.reflection.v1.ServerReflection"));
+    let run = ferry(
+        &["call", &url, ADD, r#"{"a": 2, "b": 2}"#, "--compact"],
+        None,
+    );
+    run.expect_code(0);
+    assert_eq!(run.stdout.trim(), r#"{"result":4}"#);
 }
 
 #[test]

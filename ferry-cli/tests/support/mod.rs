@@ -59,10 +59,18 @@ pub fn ferry_calculator_with(
     TestServer { addr }
 }
 
-/// The calculator on a tonic server with tonic-reflection.
+/// The calculator on a tonic server with tonic-reflection (v1 and v1alpha).
 pub fn tonic_calculator() -> TestServer {
-    let addr =
-        on_runtime_thread(|| async { tonic_calculator::spawn().await.expect("start tonic") });
+    tonic_calculator_with(tonic_calculator::Reflection::Both)
+}
+
+/// The calculator on a tonic server offering the given reflection services.
+pub fn tonic_calculator_with(reflection: tonic_calculator::Reflection) -> TestServer {
+    let addr = on_runtime_thread(move || async move {
+        tonic_calculator::spawn_with(reflection)
+            .await
+            .expect("start tonic")
+    });
     TestServer { addr }
 }
 

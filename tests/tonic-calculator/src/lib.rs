@@ -48,29 +48,42 @@ impl pb::calculator_server::Calculator for TonicCalculator {
     }
 }
 
+/// Which reflection services the tonic server offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reflection {
+    /// `grpc.reflection.v1` and `grpc.reflection.v1alpha`.
+    Both,
+    /// Only the older `grpc.reflection.v1alpha`, as many deployed servers still do.
+    V1AlphaOnly,
+}
+
 /// Serves the calculator and reflection (v1 and v1alpha) on `127.0.0.1:0` in a background
 /// task; returns the bound address.
 pub async fn spawn() -> std::io::Result<SocketAddr> {
+    spawn_with(Reflection::Both).await
+}
+
+/// Serves the calculator with the given reflection services on `127.0.0.1:0` in a background
+/// task; returns the bound address.
+pub async fn spawn_with(reflection: Reflection) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let reflection = |builder: tonic_reflection::server::Builder<'static>| {
-        builder.register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+    let configure = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
     };
-    let v1 = reflection(tonic_reflection::server::Builder::configure())
-        .build_v1()
-        .map_err(std::io::Error::other)?;
-    let v1alpha = reflection(tonic_reflection::server::Builder::configure())
-        .build_v1alpha()
-        .map_err(std::io::Error::other)?;
+    let v1alpha = configure().build_v1alpha().map_err(std::io::Error::other)?;
+    let v1 = match reflection {
+        Reflection::Both => Some(configure().build_v1().map_err(std::io::Error::other)?),
+        Reflection::V1AlphaOnly => None,
+    };
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(pb::calculator_server::CalculatorServer::new(
-                TonicCalculator,
-            ))
-            .add_service(v1)
-            .add_service(v1alpha)
-            .serve_with_incoming(incoming),
-    );
+    let router = tonic::transport::Server::builder()
+        .add_service(pb::calculator_server::CalculatorServer::new(
+            TonicCalculator,
+        ))
+        .add_service(v1alpha)
+        .add_optional_service(v1);
+    tokio::spawn(router.serve_with_incoming(incoming));
     Ok(addr)
 }
