@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::{CliResult, Failure};
 use crate::report::{self, Report};
-use crate::target::{Target, Transport, parse_duration};
+use crate::target::{Protocol, Target, Transport, parse_duration};
 use crate::{ConnArgs, ProtoArgs, codec, method_path};
 
 /// Calls in flight at most in open-loop mode; beyond it sends wait (and count as late).
@@ -36,9 +36,10 @@ pub struct BenchArgs {
     /// Closed loop: callers in flight at once
     #[arg(short, long, default_value_t = 16)]
     concurrency: usize,
-    /// Connections the callers share (ferry:// and grpc://)
-    #[arg(long, default_value_t = 1)]
-    connections: usize,
+    /// Connections the callers share [default: 1; http://: one per caller, as HTTP/1.1
+    /// carries one call at a time per connection]
+    #[arg(long)]
+    connections: Option<usize>,
     /// Open loop: calls per second on a fixed schedule (instead of --concurrency)
     #[arg(short, long)]
     rate: Option<f64>,
@@ -87,8 +88,9 @@ struct Load {
 type Outcome = Result<Option<Duration>, Code>;
 
 impl Load {
-    async fn call(&self, index: u64) -> Outcome {
-        let conn = (index % self.connections as u64) as usize;
+    /// One call on connection `slot` (modulo the number of connections).
+    async fn call(&self, slot: u64) -> Outcome {
+        let conn = (slot % self.connections as u64) as usize;
         let result = self
             .transport
             .call(
@@ -283,7 +285,7 @@ pub struct Measured {
 /// Runs `ferry bench`.
 pub async fn run(args: BenchArgs) -> CliResult {
     let target = Target::parse(&args.target)?;
-    if args.concurrency == 0 || args.connections == 0 {
+    if args.concurrency == 0 || args.connections == Some(0) {
         return Err(Failure::usage(
             "--concurrency and --connections must be at least 1",
         ));
@@ -312,8 +314,12 @@ pub async fn run(args: BenchArgs) -> CliResult {
     }
     let text = crate::request_json(args.json.clone())?;
     let request = codec::parse_json(&method.input(), &text)?;
+    let connections = args.connections.unwrap_or(match target.protocol {
+        Protocol::Http => args.concurrency,
+        Protocol::Native | Protocol::Grpc => 1,
+    });
     let transport = target
-        .connect(args.connections, args.conn.connect_timeout)
+        .connect(connections, args.conn.connect_timeout)
         .await?;
     let body = codec::encode_request(&request, transport.is_json())?;
     let load = Arc::new(Load {
@@ -322,7 +328,7 @@ pub async fn run(args: BenchArgs) -> CliResult {
         metadata,
         timeout: Some(args.conn.timeout.unwrap_or(Duration::from_secs(30))),
         body,
-        connections: args.connections,
+        connections,
     });
     let stop = match (args.duration, args.requests) {
         (_, Some(n)) => Stop::Count(n),
@@ -334,7 +340,12 @@ pub async fn run(args: BenchArgs) -> CliResult {
         phase(&load, &args, Stop::After(args.warmup), show, "warmup").await;
     }
     let measured = phase(&load, &args, stop, show, "measuring").await;
-    let report = Report::build(&target, &method, &args_summary(&args), &measured);
+    let report = Report::build(
+        &target,
+        &method,
+        &args_summary(&args, connections),
+        &measured,
+    );
     print!("{}", report.summary());
     if let Some(path) = &args.output {
         let json = serde_json::to_string_pretty(&report)
@@ -363,7 +374,7 @@ pub struct LoadSettings {
     pub warmup: Duration,
 }
 
-fn args_summary(args: &BenchArgs) -> LoadSettings {
+fn args_summary(args: &BenchArgs, connections: usize) -> LoadSettings {
     LoadSettings {
         mode: if args.rate.is_some() {
             "open"
@@ -371,7 +382,7 @@ fn args_summary(args: &BenchArgs) -> LoadSettings {
             "closed"
         },
         concurrency: args.concurrency,
-        connections: args.connections,
+        connections,
         rate: args.rate,
         warmup: args.warmup,
     }
@@ -457,7 +468,7 @@ async fn closed_loop(
 ) -> Measured {
     let claimed = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
+    for worker in 0..concurrency as u64 {
         let (load, live, claimed) = (load.clone(), live.clone(), claimed.clone());
         let mut recorder = Recorder::new(timeline.clone());
         workers.push(tokio::spawn(async move {
@@ -471,7 +482,8 @@ async fn closed_loop(
                 if !go_on {
                     break;
                 }
-                let outcome = load.call(index).await;
+                // Each caller keeps to one connection, as a real client's would.
+                let outcome = load.call(worker).await;
                 let latency = sent.elapsed();
                 count(&live, &outcome);
                 recorder.record(sent.duration_since(start), latency, outcome);

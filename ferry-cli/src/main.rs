@@ -76,8 +76,8 @@ Examples:
     #[command(after_help = "\
 Modes:
   closed loop (default): --concurrency N callers, each sending its next call when the last
-    returns, spread over --connections C connections (http:// opens one HTTP/1.1
-    connection per call in flight);
+    returns, spread over --connections C connections (default 1; for http:// one per
+    caller, since an HTTP/1.1 connection carries one call at a time);
   open loop: --rate R calls per second on a fixed schedule; latency is measured from
     each call's intended send time, so a stalled server cannot hide (no coordinated omission).
 Calls carry `ferry-timing: 1`; when responses carry `server-timing: app;dur=…` the report

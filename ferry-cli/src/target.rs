@@ -5,9 +5,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry::{Channel, Code, Metadata, Request, Status};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 
 use crate::error::{CliResult, Failure};
 
@@ -101,16 +100,18 @@ impl Target {
                 Ok(Transport::Channels(channels))
             }
             Protocol::Http => {
-                let mut connector = HttpConnector::new();
-                connector.set_nodelay(true);
-                connector.set_connect_timeout(Some(connect_timeout));
-                let client = Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(30))
-                    .build(connector);
-                Ok(Transport::Http(Box::new(HttpJson {
-                    client,
-                    base: format!("http://{}", self.authority),
-                })))
+                let slots = (0..connections.max(1))
+                    .map(|_| tokio::sync::Mutex::new(None))
+                    .collect();
+                let http = HttpJson {
+                    authority: self.authority.clone(),
+                    connect_timeout,
+                    connections: slots,
+                };
+                // Connect one now, so a wrong address fails before any call.
+                http.connection(&mut *http.connections[0].lock().await)
+                    .await?;
+                Ok(Transport::Http(std::sync::Arc::new(http)))
             }
         }
     }
@@ -122,14 +123,15 @@ pub enum Transport {
     /// One channel per connection; calls are spread over them by index.
     Channels(Vec<Channel>),
     /// Connect-protocol JSON over HTTP/1.1.
-    Http(Box<HttpJson>),
+    Http(std::sync::Arc<HttpJson>),
 }
 
-/// A Connect JSON client (HTTP/1.1; hyper keeps a pool of connections).
-#[derive(Clone)]
+/// A Connect JSON client over a fixed number of HTTP/1.1 connections, each carrying one call
+/// at a time (HTTP/1.1 does not multiplex); opened lazily and re-opened after errors.
 pub struct HttpJson {
-    client: Client<HttpConnector, Full<Bytes>>,
-    base: String,
+    authority: String,
+    connect_timeout: Duration,
+    connections: Vec<tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>>,
 }
 
 /// One unary call's outcome: response metadata and the encoded body (protobuf for channels,
@@ -170,27 +172,64 @@ impl Transport {
                         "deadline passed before the call was sent",
                     ));
                 }
-                let call = http.call(path, metadata, timeout, body);
-                match timeout {
-                    Some(t) => tokio::time::timeout(t, call).await.unwrap_or_else(|_| {
-                        Err(Status::deadline_exceeded(format!("no reply within {t:?}")))
-                    }),
-                    None => call.await,
-                }
+                http.call(conn, path, metadata, timeout, body).await
             }
         }
     }
 }
 
 impl HttpJson {
+    /// The connection in `slot`, opening one if it is missing or closed.
+    async fn connection<'a>(
+        &self,
+        slot: &'a mut Option<SendRequest<Full<Bytes>>>,
+    ) -> Result<&'a mut SendRequest<Full<Bytes>>, Status> {
+        if slot.as_ref().is_some_and(SendRequest::is_closed) {
+            *slot = None;
+        }
+        if slot.is_none() {
+            *slot = Some(self.open().await?);
+        }
+        slot.as_mut()
+            .ok_or_else(|| Status::unavailable("no HTTP connection"))
+    }
+
+    async fn open(&self) -> Result<SendRequest<Full<Bytes>>, Status> {
+        let authority = &self.authority;
+        let tcp = tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect(authority),
+        )
+        .await
+        .map_err(|_| {
+            Status::unavailable(format!(
+                "connecting to {authority} timed out after {:?}",
+                self.connect_timeout
+            ))
+        })?
+        .map_err(|e| Status::unavailable(format!("cannot connect to {authority}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| Status::unavailable(format!("HTTP handshake with {authority}: {e}")))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    /// One call on connection `conn` (modulo the pool size), which it holds until the reply
+    /// has been read.
     async fn call(
         &self,
+        conn: usize,
         path: &str,
         metadata: &Metadata,
         timeout: Option<Duration>,
         body: Bytes,
     ) -> CallResult {
-        let mut builder = http::Request::post(format!("{}{path}", self.base))
+        let mut builder = http::Request::post(path)
+            .header(http::header::HOST, &self.authority)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(
                 http::header::USER_AGENT,
@@ -208,15 +247,40 @@ impl HttpJson {
         let request = builder
             .body(Full::new(body))
             .map_err(|e| Status::invalid_argument(format!("cannot build the request: {e}")))?;
-        let response = self.client.request(request).await.map_err(|e| {
-            Status::unavailable(format!("HTTP request to {} failed: {e}", self.base))
-        })?;
-        let (parts, body) = response.into_parts();
-        let data = body
-            .collect()
-            .await
-            .map_err(|e| Status::unavailable(format!("reading the HTTP response failed: {e}")))?
-            .to_bytes();
+        let mut slot = self.connections[conn % self.connections.len()].lock().await;
+        let exchange = async {
+            let sender = self.connection(&mut slot).await?;
+            sender
+                .ready()
+                .await
+                .map_err(|e| Status::unavailable(format!("HTTP connection closed: {e}")))?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| Status::unavailable(format!("HTTP request failed: {e}")))?;
+            let (parts, body) = response.into_parts();
+            let data = body
+                .collect()
+                .await
+                .map_err(|e| Status::unavailable(format!("reading the HTTP response failed: {e}")))?
+                .to_bytes();
+            Ok::<_, Status>((parts, data))
+        };
+        let outcome = match timeout {
+            Some(t) => tokio::time::timeout(t, exchange).await.unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(format!("no reply within {t:?}")))
+            }),
+            None => exchange.await,
+        };
+        let (parts, data) = match outcome {
+            Ok(reply) => reply,
+            Err(status) => {
+                // The connection may be mid-exchange: never reuse it.
+                *slot = None;
+                return Err(status);
+            }
+        };
+        drop(slot);
         if parts.status != http::StatusCode::OK {
             return Err(connect_error(parts.status, &data));
         }

@@ -107,6 +107,7 @@ fn closed_loop_report_adds_up_on_every_protocol() {
         assert_eq!(check_counts(&report), (300, 300, 0), "over {scheme}");
         assert_eq!(report["protocol"], scheme.replace("ferry", "native"));
         assert_eq!(report["mode"], "closed");
+        assert_eq!(report["connections"], 2);
         let latency = &report["latency_ms"];
         for key in ["min", "p50", "p90", "p99", "p999", "max"] {
             assert!(latency[key].as_f64().unwrap() > 0.0, "{key}: {latency}");
@@ -227,6 +228,8 @@ fn duration_mode_stops_on_time() {
     let report = read_report(&json);
     let (total, _, errors) = check_counts(&report);
     assert!(total > 10, "{total}");
+    // Over HTTP/1.1 each caller gets its own connection unless told otherwise.
+    assert_eq!(report["connections"], 2);
     assert_eq!(errors, 0);
     let duration = report["duration_s"].as_f64().unwrap();
     assert!((0.5..3.0).contains(&duration), "duration {duration}");
