@@ -150,17 +150,26 @@ impl Source {
     }
 }
 
+/// Serves the bundled `google/api` protos from memory.
+struct BundledProtos;
+
+impl protox::file::FileResolver for BundledProtos {
+    fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+        match BUNDLED_PROTOS.iter().find(|(file, _)| *file == name) {
+            Some((file, text)) => protox::file::File::from_source(file, text),
+            None => Err(protox::Error::file_not_found(name)),
+        }
+    }
+}
+
 /// Compiles `.proto` files with protox; `google/api/annotations.proto` is always importable.
 pub fn compile_protos(protos: &[PathBuf], includes: &[PathBuf]) -> CliResult<DescriptorPool> {
-    let bundled = std::env::temp_dir().join(format!("ferry-cli-protos-{}", std::process::id()));
-    for (name, text) in BUNDLED_PROTOS {
-        let path = bundled.join(name);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        std::fs::write(&path, text)
-            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))?;
+    use protox::file::{ChainFileResolver, GoogleFileResolver, IncludeFileResolver};
+    if let Some(missing) = protos.iter().find(|p| !p.is_file()) {
+        return Err(Failure::usage(format!(
+            "--proto {}: no such file",
+            missing.display()
+        )));
     }
     let mut search: Vec<PathBuf> = includes.to_vec();
     if search.is_empty() {
@@ -177,15 +186,18 @@ pub fn compile_protos(protos: &[PathBuf], includes: &[PathBuf]) -> CliResult<Des
             }
         }
     }
-    search.push(bundled.clone());
-    let result = (|| {
-        let mut compiler = protox::Compiler::new(&search)?;
-        compiler.include_imports(true).include_source_info(true);
-        compiler.open_files(protos)?;
-        Ok::<_, protox::Error>(compiler.encode_file_descriptor_set())
-    })();
-    let _ = std::fs::remove_dir_all(&bundled);
-    let encoded = result.map_err(|e| Failure::usage(format!("cannot compile the protos: {e}")))?;
+    let mut resolver = ChainFileResolver::new();
+    for dir in search {
+        resolver.add(IncludeFileResolver::new(dir));
+    }
+    resolver.add(GoogleFileResolver::new());
+    resolver.add(BundledProtos);
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    compiler.include_imports(true).include_source_info(true);
+    compiler
+        .open_files(protos)
+        .map_err(|e| Failure::usage(format!("cannot compile the protos: {e}")))?;
+    let encoded = compiler.encode_file_descriptor_set();
     DescriptorPool::decode(encoded.as_slice())
         .map_err(|e| Failure::usage(format!("inconsistent descriptors: {e}")))
 }

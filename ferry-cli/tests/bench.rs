@@ -11,11 +11,28 @@ use support::{ferry, ferry_calculator};
 
 const ADD: &str = "calculator.v1.Calculator/Add";
 
-fn temp_dir(name: &str) -> PathBuf {
+/// A scratch directory, removed when the test passes (kept for a look when it fails).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn temp_dir(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("ferry-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create a temp dir");
-    dir
+    Scratch(dir)
 }
 
 fn read_report(path: &Path) -> Value {
@@ -72,8 +89,8 @@ fn closed_loop_report_adds_up_on_every_protocol() {
     let dir = temp_dir("closed");
     for scheme in ["ferry", "grpc", "http"] {
         let url = server.url(scheme);
-        let json = dir.join(format!("{scheme}.json"));
-        let html = dir.join(format!("{scheme}.html"));
+        let json = dir.join(&format!("{scheme}.json"));
+        let html = dir.join(&format!("{scheme}.html"));
         let run = ferry(
             &[
                 "bench",
