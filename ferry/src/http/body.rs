@@ -7,7 +7,7 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use http::HeaderMap;
 use http_body::{Body, Frame};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
 
 use crate::Status;
 
@@ -16,6 +16,16 @@ pub(crate) type ReplyBody = UnsyncBoxBody<Bytes, Infallible>;
 
 /// A body of `data` (if any) followed by `trailers` (if any).
 pub(crate) fn reply_body(data: Option<Bytes>, trailers: Option<HeaderMap>) -> ReplyBody {
+    // Bodies that know they are complete let hyper end the stream with the headers (what a
+    // gRPC trailers-only response needs) or send a content-length.
+    match (data, trailers) {
+        (None, None) => Empty::new().boxed_unsync(),
+        (Some(data), None) => Full::new(data).boxed_unsync(),
+        (data, trailers) => frames_body(data, trailers),
+    }
+}
+
+fn frames_body(data: Option<Bytes>, trailers: Option<HeaderMap>) -> ReplyBody {
     let frames = data
         .into_iter()
         .map(Frame::data)
