@@ -125,17 +125,23 @@ fn message(out: &mut String, m: &MessageDescriptor, indent: &str) {
     write_comment(out, comment(&m.parent_file(), m.path()), indent);
     let _ = writeln!(out, "{indent}message {} {{  // {}", m.name(), m.full_name());
     let inner = format!("{indent}  ");
-    let mut in_oneof = std::collections::HashSet::new();
-    for oneof in m.oneofs().filter(|o| !o.is_synthetic()) {
-        let _ = writeln!(out, "{inner}oneof {} {{", oneof.name());
-        for f in oneof.fields() {
-            in_oneof.insert(f.number());
-            field(out, &f, &format!("{inner}  "));
+    // Fields in declaration order; a oneof is printed whole where its first field stands.
+    let mut printed_oneofs = std::collections::HashSet::new();
+    for f in m.fields() {
+        match f.containing_oneof().filter(|o| !o.is_synthetic()) {
+            None => field(out, &f, &inner),
+            Some(oneof) => {
+                if !printed_oneofs.insert(oneof.name().to_owned()) {
+                    continue;
+                }
+                write_comment(out, comment(&oneof.parent_file(), oneof.path()), &inner);
+                let _ = writeln!(out, "{inner}oneof {} {{", oneof.name());
+                for member in oneof.fields() {
+                    field(out, &member, &format!("{inner}  "));
+                }
+                let _ = writeln!(out, "{inner}}}");
+            }
         }
-        let _ = writeln!(out, "{inner}}}");
-    }
-    for f in m.fields().filter(|f| !in_oneof.contains(&f.number())) {
-        field(out, &f, &inner);
     }
     for nested in m.child_messages().filter(|n| !n.is_map_entry()) {
         message(out, &nested, &inner);

@@ -330,3 +330,56 @@ fn every_subcommand_has_help_with_an_example() {
     run.expect_code(0);
     assert!(run.stdout.contains("http://HOST:PORT    HTTP/1.1 + JSON"));
 }
+
+#[test]
+fn describe_renders_every_field_shape_from_proto_files() {
+    // With --proto nothing is asked of the server, so no server is needed.
+    let fixture = [
+        "--proto",
+        "tests/codegen/proto/fixture/v1/fixture.proto",
+        "-I",
+        "tests/codegen/proto",
+    ];
+    let mut args = vec!["describe", "ferry://127.0.0.1:1", "fixture.v1.Item"];
+    args.extend(fixture);
+    let run = ferry(&args, None);
+    run.expect_code(0);
+    for line in [
+        "message Item {  // fixture.v1.Item",
+        "  // How the item is labelled: a oneof with scalar, message and enum arms.\n  oneof label {\n    string text = 4;",
+        "  map<string, .fixture.v1.Item.Dimensions> parts = 7;",
+        "  repeated int64 counts = 9;",
+        "  optional uint32 quantity = 14;",
+        "  .google.protobuf.Timestamp created_at = 15;",
+        "    message Unit {  // fixture.v1.Item.Dimensions.Unit",
+        "    enum Axis {  // fixture.v1.Item.Dimensions.Axis",
+        "      AXIS_HEIGHT = 2;",
+    ] {
+        assert!(run.stdout.contains(line), "{line:?} in\n{}", run.stdout);
+    }
+    let mut args = vec![
+        "describe",
+        "ferry://127.0.0.1:1",
+        "fixture.v1.Inventory.Watch",
+    ];
+    args.extend(fixture);
+    let run = ferry(&args, None);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("rpc Watch(.fixture.v1.WatchRequest) returns (stream .fixture.v1.Item);"),
+        "{}",
+        run.stdout
+    );
+    // Streaming methods cannot be called.
+    let mut args = vec![
+        "call",
+        "ferry://127.0.0.1:1",
+        "fixture.v1.Inventory/Watch",
+        "{}",
+    ];
+    args.extend(fixture);
+    let run = ferry(&args, None);
+    run.expect_code(1);
+    assert!(run.stderr.contains("streaming method"), "{}", run.stderr);
+}
