@@ -94,7 +94,7 @@ Examples:
 /// Connection options every command shares.
 #[derive(Args, Clone)]
 pub struct ConnArgs {
-    /// Request metadata, repeatable: -H key:value
+    /// Request metadata, repeatable: -H key:value (keys ending in -bin take base64)
     #[arg(short = 'H', long = "header", value_name = "KEY:VALUE")]
     pub headers: Vec<String>,
     /// Deadline of each call, e.g. 500ms or 5s (bench: 30s unless given)
@@ -207,7 +207,18 @@ pub fn metadata(headers: &[String]) -> CliResult<Metadata> {
                 "{key:?} is not a valid metadata key"
             )));
         }
-        metadata.append(key, value.trim());
+        if key.ends_with("-bin") {
+            use base64::Engine;
+            let value = value.trim().trim_end_matches('=');
+            let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(value)
+                .map_err(|e| {
+                    Failure::usage(format!("{key} needs a base64 value (it ends in -bin): {e}"))
+                })?;
+            metadata.insert_bin(key, bytes);
+        } else {
+            metadata.append(key, value.trim());
+        }
     }
     Ok(metadata)
 }
@@ -270,7 +281,13 @@ async fn call(args: CallArgs) -> CliResult {
         .await?;
     if args.verbose {
         for (key, value) in response_metadata.iter() {
-            eprintln!("< {key}: {}", String::from_utf8_lossy(value));
+            if key.ends_with("-bin") {
+                use base64::Engine;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+                eprintln!("< {key}: {encoded}");
+            } else {
+                eprintln!("< {key}: {}", String::from_utf8_lossy(value));
+            }
         }
     }
     let response = codec::decode_response(&method.output(), reply, transport.is_json())?;

@@ -237,9 +237,12 @@ impl HttpJson {
             );
         for (key, value) in metadata.iter() {
             if key.ends_with("-bin") {
-                continue;
+                use base64::Engine;
+                let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(value);
+                builder = builder.header(key, encoded);
+            } else {
+                builder = builder.header(key, value);
             }
-            builder = builder.header(key, value);
         }
         if let Some(t) = timeout {
             builder = builder.header("connect-timeout-ms", t.as_millis().max(1).to_string());
@@ -286,8 +289,19 @@ impl HttpJson {
         }
         let mut out = Metadata::new();
         for (name, value) in &parts.headers {
-            if let Ok(text) = value.to_str() {
-                out.append(name.as_str(), text);
+            let key = name.as_str();
+            if key.ends_with("-bin") {
+                use base64::Engine;
+                let text = value.as_bytes();
+                let text = text
+                    .strip_suffix(b"==")
+                    .or_else(|| text.strip_suffix(b"="))
+                    .unwrap_or(text);
+                if let Ok(bytes) = base64::engine::general_purpose::STANDARD_NO_PAD.decode(text) {
+                    out.insert_bin(key, bytes);
+                }
+            } else if let Ok(text) = value.to_str() {
+                out.append(key, text);
             }
         }
         Ok((out, data))

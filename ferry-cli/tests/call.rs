@@ -383,3 +383,79 @@ fn describe_renders_every_field_shape_from_proto_files() {
     run.expect_code(1);
     assert!(run.stderr.contains("streaming method"), "{}", run.stderr);
 }
+
+#[test]
+fn without_reflection_the_error_suggests_proto_files() {
+    let server = ferry_calculator_with(|server| server.reflection(false));
+    let url = server.url("grpc");
+    let run = ferry(&["list", &url], None);
+    // 64 + UNIMPLEMENTED (12).
+    run.expect_code(76);
+    assert!(
+        run.stderr.contains("pass --proto FILE -I DIR"),
+        "{}",
+        run.stderr
+    );
+    // The same call works from the .proto file.
+    let mut args = vec!["call", &url, ADD, r#"{"a": 1, "b": 2}"#, "--compact"];
+    args.extend(PROTO_ARGS);
+    let run = ferry(&args, None);
+    run.expect_code(0);
+    assert_eq!(run.stdout.trim(), r#"{"result":3}"#);
+}
+
+#[test]
+fn bad_headers_are_refused() {
+    let run = ferry(
+        &["call", "ferry://127.0.0.1:1", ADD, "{}", "-H", "novalue"],
+        None,
+    );
+    run.expect_code(1);
+    assert!(run.stderr.contains("key:value"), "{}", run.stderr);
+    let run = ferry(
+        &[
+            "call",
+            "ferry://127.0.0.1:1",
+            ADD,
+            "{}",
+            "-H",
+            "trace-bin:%%%",
+        ],
+        None,
+    );
+    run.expect_code(1);
+    assert!(run.stderr.contains("base64"), "{}", run.stderr);
+}
+
+#[test]
+fn text_and_binary_metadata_travel_every_protocol() {
+    let server = ferry_calculator_with(|server| server.layer(support::EchoLayer));
+    for scheme in SCHEMES {
+        let url = server.url(scheme);
+        let run = ferry(
+            &[
+                "call",
+                &url,
+                ADD,
+                "{}",
+                "-v",
+                "-H",
+                "x-echo-text: hello",
+                "-H",
+                "x-echo-data-bin: AQID/w==",
+            ],
+            None,
+        );
+        run.expect_code(0);
+        assert!(
+            run.stderr.contains("< x-echo-text: hello\n"),
+            "over {scheme}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("< x-echo-data-bin: AQID/w==\n"),
+            "over {scheme}: {}",
+            run.stderr
+        );
+    }
+}

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use tower::Service as _;
+
 /// A server running on its own runtime thread until the test process exits.
 pub struct TestServer {
     /// Where it listens.
@@ -38,6 +40,52 @@ where
         });
     });
     rx.recv().expect("the server started")
+}
+
+/// Test middleware: copies request metadata whose key starts with `x-echo` into the response.
+#[derive(Clone)]
+pub struct Echo(ferry::service::BoxService);
+
+impl tower::Service<ferry::Request<bytes::Bytes>> for Echo {
+    type Response = ferry::Response<bytes::Bytes>;
+    type Error = ferry::Status;
+    type Future = ferry::service::BoxFuture<ferry::service::RawResult>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), ferry::Status>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: ferry::Request<bytes::Bytes>) -> Self::Future {
+        let echo: Vec<(String, Vec<u8>)> = request
+            .metadata()
+            .iter()
+            .filter(|(key, _)| key.starts_with("x-echo"))
+            .map(|(key, value)| (key.to_owned(), value.to_vec()))
+            .collect();
+        let call = self.0.call(request);
+        Box::pin(async move {
+            let mut response = call.await?;
+            for (key, value) in echo {
+                response.metadata_mut().insert_bin(key, value);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// The layer that adds [`Echo`].
+#[derive(Clone, Copy)]
+pub struct EchoLayer;
+
+impl tower::Layer<ferry::service::BoxService> for EchoLayer {
+    type Service = Echo;
+
+    fn layer(&self, inner: ferry::service::BoxService) -> Echo {
+        Echo(inner)
+    }
 }
 
 /// The calculator on a Ferry server (native, gRPC and HTTP/JSON on one port).
