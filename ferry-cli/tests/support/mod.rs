@@ -6,8 +6,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use tower::Service as _;
-
 /// A server running on its own runtime thread until the test process exits.
 pub struct TestServer {
     /// Where it listens.
@@ -55,7 +53,7 @@ impl tower::Service<ferry::Request<bytes::Bytes>> for Echo {
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), ferry::Status>> {
-        self.0.poll_ready(cx)
+        tower::Service::poll_ready(&mut self.0, cx)
     }
 
     fn call(&mut self, request: ferry::Request<bytes::Bytes>) -> Self::Future {
@@ -65,7 +63,7 @@ impl tower::Service<ferry::Request<bytes::Bytes>> for Echo {
             .filter(|(key, _)| key.starts_with("x-echo"))
             .map(|(key, value)| (key.to_owned(), value.to_vec()))
             .collect();
-        let call = self.0.call(request);
+        let call = tower::Service::call(&mut self.0, request);
         Box::pin(async move {
             let mut response = call.await?;
             for (key, value) in echo {
