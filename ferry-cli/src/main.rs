@@ -122,7 +122,7 @@ struct CallArgs {
     target: String,
     /// package.Service/Method or package.Service.Method
     method: String,
-    /// The request as JSON; read from stdin when absent or `-`
+    /// The request as JSON; read from stdin when absent or `-` (`{}` if stdin is a terminal)
     json: Option<String>,
     #[command(flatten)]
     conn: ConnArgs,

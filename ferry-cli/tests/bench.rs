@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use support::{ferry, ferry_calculator};
+use support::{ferry, ferry_calculator, tonic_calculator};
 
 const ADD: &str = "calculator.v1.Calculator/Add";
 
@@ -152,6 +152,39 @@ fn closed_loop_report_adds_up_on_every_protocol() {
         assert!(!page.contains("<script"), "no JavaScript");
         assert!(!page.contains("src=\"http"), "no network fetches");
     }
+}
+
+#[test]
+fn without_server_timing_latency_is_not_split() {
+    // tonic does not answer `ferry-timing: 1`, so there is no P and no T.
+    let server = tonic_calculator();
+    let dir = temp_dir("tonic");
+    let json = dir.join("report.json");
+    let run = ferry(
+        &[
+            "bench",
+            &server.url("grpc"),
+            ADD,
+            r#"{"a": 1, "b": 2}"#,
+            "-n",
+            "200",
+            "-o",
+            json.to_str().unwrap(),
+        ],
+        None,
+    );
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("the server sent no server-timing"),
+        "{}",
+        run.stdout
+    );
+    let report = read_report(&json);
+    assert_eq!(check_counts(&report), (200, 200, 0));
+    assert_eq!(u(&report, "server_timed"), 0);
+    assert!(report["server_processing_ms"].is_null());
+    assert!(report["transmission_ms"].is_null());
+    assert!(report["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
