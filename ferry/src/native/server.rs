@@ -264,8 +264,9 @@ impl Conn {
         *request.metadata_mut() = headers.metadata;
         request.set_deadline(deadline);
         request.set_peer(self.peer);
+        let timing = crate::service::wants_server_timing(request.metadata());
         let future = match self.svc.ready().await {
-            Ok(svc) => svc.call(request),
+            Ok(svc) => crate::service::with_server_timing(timing, svc.call(request)),
             Err(status) => {
                 self.reply(stream, status);
                 return;
