@@ -81,26 +81,6 @@ pub fn to_json_value(
     emit_defaults: bool,
 ) -> CliResult<serde_json::Value> {
     let options = SerializeOptions::new().skip_default_fields(!emit_defaults);
-    let mut value = message
-        .serialize_with_options(serde_json::value::Serializer, &options)
-        .map_err(|e| Failure::usage(format!("cannot render JSON: {e}")))?;
-    integral_floats_as_integers(&mut value);
-    Ok(value)
-}
-
-fn integral_floats_as_integers(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Number(n) => {
-            if let Some(f) = n.as_f64()
-                && n.is_f64()
-                && f.fract() == 0.0
-                && f.abs() < 9_007_199_254_740_992.0
-            {
-                *n = serde_json::Number::from(f as i64);
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
-        serde_json::Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
-        _ => {}
-    }
+    ferry::json::to_value(message, &options)
+        .map_err(|e| Failure::usage(format!("cannot render JSON: {e}")))
 }

@@ -32,6 +32,7 @@ pub mod endpoint;
 pub mod health;
 pub mod hedge;
 mod http;
+pub mod json;
 pub mod metadata;
 pub mod native;
 pub mod outlier;
