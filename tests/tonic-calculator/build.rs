@@ -1,4 +1,4 @@
-//! Generates the tonic server for the calculator proto, compiled in-process with protox (no
+//! Generates the tonic server and client for the calculator proto, compiled in-process with protox (no
 //! `protoc`), and writes the descriptor set that tonic-reflection serves.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let includes = ["../../examples/calculator/proto", "../../ferry-build/proto"];
@@ -13,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file
         .retain(|f| !f.name().starts_with("google/"));
     tonic_prost_build::configure()
-        .build_client(false)
+        .build_client(true)
         .compile_fds(to_generate)?;
     for include in includes {
         println!("cargo:rerun-if-changed={include}");

@@ -1,5 +1,6 @@
-//! Shared support for the interop tests: a Ferry calculator server with test middleware, and a
-//! tonic calculator server, both on loopback ports.
+//! Shared support for the interop tests: a Ferry calculator server with test middleware that
+//! behaves like the tonic peer (`tonic-calculator`): sleeping on `x-sleep-ms`, echoing
+//! `x-echo*` metadata.
 
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
@@ -10,16 +11,10 @@ use ferry::service::{BoxFuture, BoxService, RawResult};
 use ferry::{Request, Status};
 use tower::{Layer, Service};
 
-/// tonic's generated calculator client and server.
-pub mod tonic_pb {
-    #![allow(missing_docs, clippy::all)]
-    tonic::include_proto!("calculator.v1");
-}
+/// tonic's generated calculator client and server (from the `tonic-calculator` test peer).
+pub use tonic_calculator::pb as tonic_pb;
 
-/// Request metadata that makes the test middleware sleep this many milliseconds first.
-pub const SLEEP_KEY: &str = "x-sleep-ms";
-/// Request metadata keys with this prefix are echoed back in the response metadata.
-pub const ECHO_PREFIX: &str = "x-echo";
+pub use tonic_calculator::{ECHO_PREFIX, SLEEP_KEY};
 
 /// Test middleware: sleeps when asked (`x-sleep-ms`) and echoes `x-echo*` metadata.
 #[derive(Clone, Copy, Debug, Default)]
@@ -89,95 +84,21 @@ pub async fn start_ferry() -> ferry::ServerHandle {
         .expect("bind a loopback port")
 }
 
-/// A calculator implemented with tonic, echoing `x-echo*` metadata and sleeping on request.
-#[derive(Debug, Default)]
-pub struct TonicCalculator;
-
-type TonicResult = Result<tonic::Response<tonic_pb::CalculateResponse>, tonic::Status>;
-
-impl TonicCalculator {
-    async fn answer(
-        request: tonic::Request<tonic_pb::CalculateRequest>,
-        op: fn(f64, f64) -> Result<f64, tonic::Status>,
-    ) -> TonicResult {
-        let sleep = request
-            .metadata()
-            .get(SLEEP_KEY)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if let Some(ms) = sleep {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-        let echoed = request.metadata().clone();
-        let tonic_pb::CalculateRequest { a, b } = request.into_inner();
-        let mut response = tonic::Response::new(tonic_pb::CalculateResponse { result: op(a, b)? });
-        for entry in echoed.iter() {
-            match entry {
-                tonic::metadata::KeyAndValueRef::Ascii(key, value)
-                    if key.as_str().starts_with(ECHO_PREFIX) =>
-                {
-                    response.metadata_mut().insert(key.clone(), value.clone());
-                }
-                tonic::metadata::KeyAndValueRef::Binary(key, value)
-                    if key.as_str().starts_with(ECHO_PREFIX) =>
-                {
-                    response
-                        .metadata_mut()
-                        .insert_bin(key.clone(), value.clone());
-                }
-                _ => {}
-            }
-        }
-        Ok(response)
-    }
+/// Starts the tonic calculator (with reflection) on a loopback port.
+pub async fn start_tonic() -> SocketAddr {
+    tonic_calculator::spawn()
+        .await
+        .expect("bind a loopback port")
 }
 
-#[tonic::async_trait]
-impl tonic_pb::calculator_server::Calculator for TonicCalculator {
-    async fn add(&self, request: tonic::Request<tonic_pb::CalculateRequest>) -> TonicResult {
-        Self::answer(request, |a, b| Ok(a + b)).await
-    }
-
-    async fn subtract(&self, request: tonic::Request<tonic_pb::CalculateRequest>) -> TonicResult {
-        Self::answer(request, |a, b| Ok(a - b)).await
-    }
-
-    async fn multiply(&self, request: tonic::Request<tonic_pb::CalculateRequest>) -> TonicResult {
-        Self::answer(request, |a, b| Ok(a * b)).await
-    }
-
-    async fn divide(&self, request: tonic::Request<tonic_pb::CalculateRequest>) -> TonicResult {
-        Self::answer(request, |a, b| {
-            if b == 0.0 {
-                Err(tonic::Status::invalid_argument(
-                    "tonic cannot divide by zero",
-                ))
-            } else {
-                Ok(a / b)
-            }
-        })
+/// A tonic client for the calculator at `addr`.
+pub async fn tonic_client(
+    addr: SocketAddr,
+) -> tonic_pb::calculator_client::CalculatorClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a valid URI")
+        .connect()
         .await
-    }
-}
-
-/// Starts [`TonicCalculator`] on a loopback port; the server stops when the returned sender is
-/// dropped or fired.
-pub async fn start_tonic() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a loopback port");
-    let addr = listener.local_addr().expect("local address");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(tonic_pb::calculator_server::CalculatorServer::new(
-                TonicCalculator,
-            ))
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    (addr, stop)
+        .expect("tonic connects");
+    tonic_pb::calculator_client::CalculatorClient::new(channel)
 }

@@ -2,7 +2,6 @@
 
 use ferry::Channel;
 use interop_tests::tonic_pb::CalculateRequest as TonicRequest;
-use interop_tests::tonic_pb::calculator_client::CalculatorClient as TonicClient;
 
 const CALLS: usize = 200;
 
@@ -35,9 +34,7 @@ async fn three_protocols_share_one_port_concurrently() {
         Ok::<_, ferry::Status>("ferry gRPC")
     };
     let tonic = async {
-        let client = TonicClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
+        let client = interop_tests::tonic_client(addr).await;
         let calls = (0..CALLS).map(|i| {
             let mut client = client.clone();
             async move {

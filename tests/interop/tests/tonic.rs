@@ -5,18 +5,11 @@ use std::time::Duration;
 use calculator::pb::CalculateRequest;
 use ferry::{Channel, Code, Request};
 use interop_tests::tonic_pb::CalculateRequest as TonicRequest;
-use interop_tests::tonic_pb::calculator_client::CalculatorClient as TonicClient;
-
-async fn tonic_client(addr: std::net::SocketAddr) -> TonicClient<tonic::transport::Channel> {
-    TonicClient::connect(format!("http://{addr}"))
-        .await
-        .expect("tonic connects")
-}
 
 #[tokio::test]
 async fn tonic_calls_ferry() {
     let server = interop_tests::start_ferry().await;
-    let mut client = tonic_client(server.local_addr()).await;
+    let mut client = interop_tests::tonic_client(server.local_addr()).await;
 
     let answer = client.add(TonicRequest { a: 1.0, b: 2.0 }).await.unwrap();
     assert_eq!(answer.into_inner().result, 3.0);
@@ -80,7 +73,7 @@ async fn tonic_calls_ferry() {
 
 #[tokio::test]
 async fn ferry_calls_tonic() {
-    let (addr, stop) = interop_tests::start_tonic().await;
+    let addr = interop_tests::start_tonic().await;
     for scheme in ["grpc", "http"] {
         let channel = Channel::connect(format!("{scheme}://{addr}"))
             .await
@@ -91,7 +84,7 @@ async fn ferry_calls_tonic() {
 
         let error = calc.divide(1.0, 0.0).await.unwrap_err();
         assert_eq!(error.code(), Code::InvalidArgument);
-        assert_eq!(error.message(), "tonic cannot divide by zero");
+        assert_eq!(error.message(), "division by zero");
 
         let mut request = Request::new(CalculateRequest { a: 2.0, b: 2.0 });
         request.metadata_mut().insert("x-echo-who", "ferry");
@@ -117,7 +110,6 @@ async fn ferry_calls_tonic() {
         let error = channel.call(unknown).await.unwrap_err();
         assert_eq!(error.code(), Code::Unimplemented, "{error}");
     }
-    let _ = stop.send(());
 }
 
 #[tokio::test]

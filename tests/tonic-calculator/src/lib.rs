@@ -1,5 +1,6 @@
-//! The calculator served by tonic with tonic-reflection: a non-Ferry gRPC peer for the
-//! `ferry` CLI's interop tests.
+//! The calculator served by tonic with tonic-reflection, and tonic's generated client: the
+//! non-Ferry gRPC peer of the interop and CLI tests. It echoes `x-echo*` metadata and sleeps
+//! when asked (`x-sleep-ms`), so tests can check metadata and deadlines.
 
 use std::net::SocketAddr;
 
@@ -21,30 +22,69 @@ pub struct TonicCalculator;
 
 type Reply = Result<Response<pb::CalculateResponse>, Status>;
 
-fn answer(result: f64) -> Reply {
-    Ok(Response::new(pb::CalculateResponse { result }))
+/// Request metadata that makes the server sleep this many milliseconds first.
+pub const SLEEP_KEY: &str = "x-sleep-ms";
+/// Request metadata keys with this prefix are echoed back in the response metadata.
+pub const ECHO_PREFIX: &str = "x-echo";
+
+impl TonicCalculator {
+    /// Sleeps if asked, computes, and echoes `x-echo*` metadata.
+    async fn answer(
+        request: Request<pb::CalculateRequest>,
+        op: fn(f64, f64) -> Result<f64, Status>,
+    ) -> Reply {
+        let sleep = request
+            .metadata()
+            .get(SLEEP_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(ms) = sleep {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+        let echoed = request.metadata().clone();
+        let pb::CalculateRequest { a, b } = request.into_inner();
+        let mut response = Response::new(pb::CalculateResponse { result: op(a, b)? });
+        for entry in echoed.iter() {
+            match entry {
+                tonic::metadata::KeyAndValueRef::Ascii(key, value)
+                    if key.as_str().starts_with(ECHO_PREFIX) =>
+                {
+                    response.metadata_mut().insert(key.clone(), value.clone());
+                }
+                tonic::metadata::KeyAndValueRef::Binary(key, value)
+                    if key.as_str().starts_with(ECHO_PREFIX) =>
+                {
+                    response
+                        .metadata_mut()
+                        .insert_bin(key.clone(), value.clone());
+                }
+                _ => {}
+            }
+        }
+        Ok(response)
+    }
 }
 
 #[tonic::async_trait]
 impl pb::calculator_server::Calculator for TonicCalculator {
     async fn add(&self, r: Request<pb::CalculateRequest>) -> Reply {
-        let pb::CalculateRequest { a, b } = r.into_inner();
-        answer(a + b)
+        Self::answer(r, |a, b| Ok(a + b)).await
     }
     async fn subtract(&self, r: Request<pb::CalculateRequest>) -> Reply {
-        let pb::CalculateRequest { a, b } = r.into_inner();
-        answer(a - b)
+        Self::answer(r, |a, b| Ok(a - b)).await
     }
     async fn multiply(&self, r: Request<pb::CalculateRequest>) -> Reply {
-        let pb::CalculateRequest { a, b } = r.into_inner();
-        answer(a * b)
+        Self::answer(r, |a, b| Ok(a * b)).await
     }
     async fn divide(&self, r: Request<pb::CalculateRequest>) -> Reply {
-        let pb::CalculateRequest { a, b } = r.into_inner();
-        if b == 0.0 {
-            return Err(Status::invalid_argument("division by zero"));
-        }
-        answer(a / b)
+        Self::answer(r, |a, b| {
+            if b == 0.0 {
+                Err(Status::invalid_argument("division by zero"))
+            } else {
+                Ok(a / b)
+            }
+        })
+        .await
     }
 }
 
