@@ -97,11 +97,12 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     io.write_all(&PREFACE).await?;
     while let Some(first) = rx.recv().await {
         first.encode(&mut buf);
-        while buf.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(next) => next.encode(&mut buf),
-                Err(_) => break,
-            }
+        drain(&mut rx, &mut buf);
+        if buf.len() < MAX_BATCH {
+            // The task that queued `first` woke us straight away (tokio runs a just-woken task
+            // next); let every other runnable task queue its frames too, so they share a write.
+            tokio::task::yield_now().await;
+            drain(&mut rx, &mut buf);
         }
         io.write_all(&buf).await?;
         buf.clear();
@@ -110,6 +111,16 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
         }
     }
     io.shutdown().await
+}
+
+/// Encodes queued work into `buf` until the queue is empty or the batch is full.
+fn drain(rx: &mut mpsc::UnboundedReceiver<Outbound>, buf: &mut BytesMut) {
+    while buf.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(next) => next.encode(buf),
+            Err(_) => break,
+        }
+    }
 }
 
 /// Reads into `buf` until it holds a full preface; checks it. Returns `false` on clean EOF.
