@@ -44,11 +44,6 @@ pub(crate) enum Outbound {
         ack: bool,
         payload: u64,
     },
-    GoAway {
-        last_stream: u32,
-        code: Code,
-        message: String,
-    },
 }
 
 impl Outbound {
@@ -64,25 +59,25 @@ impl Outbound {
                 encode_headers(dst, stream, false, &method, timeout, &metadata);
                 encode_data(dst, stream, true, &body);
             }
-            Outbound::Reply { stream, result } => match result {
-                Ok(response) => {
-                    let (metadata, body) = response.into_parts();
-                    if !metadata.is_empty() {
-                        encode_headers(dst, stream, false, "", None, &metadata);
-                    }
-                    encode_data(dst, stream, false, &body);
-                    encode_status(dst, stream, &Status::new(Code::Ok, ""), &Metadata::new());
-                }
-                Err(status) => encode_status(dst, stream, &status, &Metadata::new()),
-            },
+            Outbound::Reply { stream, result } => encode_reply(dst, stream, result),
             Outbound::Cancel { stream, code } => encode_cancel(dst, stream, code),
             Outbound::Ping { ack, payload } => encode_ping(dst, ack, payload),
-            Outbound::GoAway {
-                last_stream,
-                code,
-                message,
-            } => encode_goaway(dst, last_stream, code, &message),
         }
+    }
+}
+
+/// Encodes a unary reply: optional HEADERS, DATA, then STATUS; or STATUS alone on error.
+pub(crate) fn encode_reply(dst: &mut BytesMut, stream: u32, result: Result<Response<Bytes>, Status>) {
+    match result {
+        Ok(response) => {
+            let (metadata, body) = response.into_parts();
+            if !metadata.is_empty() {
+                encode_headers(dst, stream, false, "", None, &metadata);
+            }
+            encode_data(dst, stream, false, &body);
+            encode_status(dst, stream, &Status::new(Code::Ok, ""), &Metadata::new());
+        }
+        Err(status) => encode_status(dst, stream, &status, &Metadata::new()),
     }
 }
 
