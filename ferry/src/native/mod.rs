@@ -67,7 +67,11 @@ impl Outbound {
 }
 
 /// Encodes a unary reply: optional HEADERS, DATA, then STATUS; or STATUS alone on error.
-pub(crate) fn encode_reply(dst: &mut BytesMut, stream: u32, result: Result<Response<Bytes>, Status>) {
+pub(crate) fn encode_reply(
+    dst: &mut BytesMut,
+    stream: u32,
+    result: Result<Response<Bytes>, Status>,
+) {
     match result {
         Ok(response) => {
             let (metadata, body) = response.into_parts();
