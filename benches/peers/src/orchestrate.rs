@@ -14,15 +14,19 @@ use crate::{SCENARIOS, SYSTEMS, Scenario};
 
 #[derive(clap::Parser, Clone, Debug)]
 pub struct RunArgs {
-    /// Short windows (0.5 s warm-up, 2 s measured) for a quick look.
+    /// Short windows (0.5 s warm-up, 2 s measured) and one round, for a quick look.
     #[arg(long)]
     quick: bool,
     /// Warm-up per run, in seconds.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 1.0)]
     warmup: f64,
     /// Measured window per run, in seconds.
-    #[arg(long, default_value_t = 8.0)]
+    #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Rounds over the whole matrix; each figure reported is the median over the rounds
+    /// (rounds interleave the systems, so a burst of noise from elsewhere hits one round only).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Only these systems (comma-separated names).
     #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
@@ -73,7 +77,9 @@ pub fn run(mut args: RunArgs) -> Result<(), String> {
     if args.quick {
         args.warmup = 0.5;
         args.seconds = 2.0;
+        args.rounds = 1;
     }
+    args.rounds = args.rounds.max(1);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let pin = !args.no_pin && Command::new("taskset").arg("-V").output().is_ok();
     if !pin {
@@ -88,22 +94,38 @@ pub fn run(mut args: RunArgs) -> Result<(), String> {
         .filter(|s| args.scenarios.is_empty() || args.scenarios.iter().any(|n| n == s.name))
         .collect();
     let started = Instant::now();
-    let mut rows = Vec::new();
-    for scenario in &scenarios {
-        for system in &systems {
-            eprint!("{:<9} {:<12} ", scenario.name, system.name);
-            match run_one(&exe, pin, system.name, scenario, &args) {
-                Ok(row) => {
-                    eprintln!(
-                        "{:>9.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  {:.2} allocs/call",
-                        row.calls_per_sec, row.p50_us, row.p99_us, row.server_allocs_per_call
-                    );
-                    rows.push(row);
+    let mut runs: Vec<Row> = Vec::new();
+    for round in 1..=args.rounds {
+        for scenario in &scenarios {
+            for system in &systems {
+                eprint!(
+                    "round {round}/{}  {:<9} {:<12} ",
+                    args.rounds, scenario.name, system.name
+                );
+                match run_one(&exe, pin, system.name, scenario, &args) {
+                    Ok(row) => {
+                        eprintln!(
+                            "{:>9.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  {:.2} allocs/call",
+                            row.calls_per_sec, row.p50_us, row.p99_us, row.server_allocs_per_call
+                        );
+                        runs.push(row);
+                    }
+                    Err(e) => eprintln!("FAILED: {e}"),
                 }
-                Err(e) => eprintln!("FAILED: {e}"),
             }
         }
     }
+    let rows: Vec<Row> = scenarios
+        .iter()
+        .flat_map(|sc| systems.iter().map(move |sy| (sc.name, sy.name)))
+        .filter_map(|(sc, sy)| {
+            let of: Vec<&Row> = runs
+                .iter()
+                .filter(|r| r.scenario == sc && r.system == sy)
+                .collect();
+            median_row(&of)
+        })
+        .collect();
     let table = table(&rows);
     println!("{table}");
     let md = markdown(&rows, &args, started.elapsed(), pin);
@@ -264,6 +286,36 @@ fn run_one(
     result
 }
 
+/// The per-column median of several runs of one system in one scenario.
+fn median_row(runs: &[&Row]) -> Option<Row> {
+    let first = *runs.first()?;
+    let median = |f: fn(&Row) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(|r| f(r)).collect();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    Some(Row {
+        scenario: first.scenario,
+        system: first.system,
+        calls_per_sec: median(|r| r.calls_per_sec),
+        p50_us: median(|r| r.p50_us),
+        p99_us: median(|r| r.p99_us),
+        p999_us: median(|r| r.p999_us),
+        server_cpu_us_per_call: median(|r| r.server_cpu_us_per_call),
+        server_allocs_per_call: median(|r| r.server_allocs_per_call),
+        server_alloc_bytes_per_call: median(|r| r.server_alloc_bytes_per_call),
+        client_cpu_us_per_call: median(|r| r.client_cpu_us_per_call),
+        server_peak_rss_mib: median(|r| r.server_peak_rss_mib),
+        calls: runs.iter().map(|r| r.calls).sum(),
+        secs: runs.iter().map(|r| r.secs).sum(),
+    })
+}
+
 fn row(system: &'static str, scenario: &Scenario, m: &Measured, b: Snap, a: Snap) -> Row {
     let calls = m.calls.max(1) as f64;
     Row {
@@ -368,11 +420,12 @@ pub fn markdown(rows: &[Row], args: &RunArgs, took: Duration, pin: bool) -> Stri
     let _ = writeln!(
         md,
         "Machine: {nproc} CPUs, {}. Server pinned to CPU 0, client to CPU 1: {}. \
-         Warm-up {} s, window {} s per run; whole run {:.0} s.\n",
+         Warm-up {} s, window {} s per run, median of {} round(s); whole run {:.0} s.\n",
         cpu_model(),
         if pin { "yes" } else { "no" },
         args.warmup,
         args.seconds,
+        args.rounds,
         took.as_secs_f64()
     );
     md.push_str("| ");
