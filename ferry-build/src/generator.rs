@@ -8,6 +8,7 @@ use prost_build::{Method, Service};
 pub(crate) struct ServiceGenerator {
     pub build_server: bool,
     pub build_client: bool,
+    pub streaming_warnings: bool,
     pub descriptor_path: PathBuf,
 }
 
@@ -22,12 +23,15 @@ impl prost_build::ServiceGenerator for ServiceGenerator {
             .methods
             .iter()
             .partition(|m| !m.client_streaming && !m.server_streaming);
-        for m in &streaming {
+        for m in streaming.iter().filter(|_| self.streaming_warnings) {
             println!(
                 "cargo:warning=ferry-build: {full_name}/{} is a streaming method; streaming is not \
                  supported yet, so it is left out and answers UNIMPLEMENTED",
                 m.proto_name
             );
+        }
+        if unary.is_empty() {
+            return;
         }
         if self.build_server {
             generate_trait(&service, &full_name, &unary, buf);
@@ -67,13 +71,23 @@ fn generate_trait(service: &Service, full_name: &str, methods: &[&Method], buf: 
     let name = &service.name;
     doc(
         &service.comments,
-        &format!("The `{full_name}` service: implement this trait and serve it with [`{name}Server`]."),
+        &format!(
+            "The `{full_name}` service: implement this trait and serve it with [`{name}Server`]."
+        ),
         0,
         buf,
     );
-    let _ = writeln!(buf, "pub trait {name}: ::core::marker::Send + ::core::marker::Sync + 'static {{");
+    let _ = writeln!(
+        buf,
+        "pub trait {name}: ::core::marker::Send + ::core::marker::Sync + 'static {{"
+    );
     for m in methods {
-        doc(&m.comments, &format!("Handles `{}`.", method_path(full_name, m)), 1, buf);
+        doc(
+            &m.comments,
+            &format!("Handles `{}`.", method_path(full_name, m)),
+            1,
+            buf,
+        );
         let _ = writeln!(
             buf,
             "    fn {}(\n        &self,\n        request: ::ferry::Request<{}>,\n    ) -> impl \
@@ -178,7 +192,12 @@ impl {name}Client {{
     );
     for m in methods {
         buf.push('\n');
-        doc(&m.comments, &format!("Calls `{}`.", method_path(full_name, m)), 1, buf);
+        doc(
+            &m.comments,
+            &format!("Calls `{}`.", method_path(full_name, m)),
+            1,
+            buf,
+        );
         let _ = writeln!(
             buf,
             "    pub async fn {}(\n        &self,\n        request: impl ::ferry::IntoRequest<{}>,\n    ) -> \

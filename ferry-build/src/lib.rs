@@ -19,8 +19,6 @@
 
 use std::path::{Path, PathBuf};
 
-use prost::Message;
-
 mod generator;
 
 /// Compiles `protos` (searching `includes` for imports) with default settings.
@@ -37,6 +35,7 @@ pub fn configure() -> Builder {
         out_dir: None,
         build_server: true,
         build_client: true,
+        streaming_warnings: true,
     }
 }
 
@@ -58,7 +57,20 @@ pub struct Builder {
     out_dir: Option<PathBuf>,
     build_server: bool,
     build_client: bool,
+    streaming_warnings: bool,
 }
+
+/// Protos every build can import without vendoring them.
+const BUNDLED_PROTOS: [(&str, &str); 2] = [
+    (
+        "google/api/annotations.proto",
+        include_str!("../proto/google/api/annotations.proto"),
+    ),
+    (
+        "google/api/http.proto",
+        include_str!("../proto/google/api/http.proto"),
+    ),
+];
 
 /// File name of the encoded `FileDescriptorSet` written next to the generated code.
 pub const DESCRIPTOR_FILE: &str = "ferry_descriptor.bin";
@@ -82,6 +94,13 @@ impl Builder {
         self
     }
 
+    /// Whether to warn (as a cargo warning) about streaming methods, which are not generated
+    /// yet (default: yes).
+    pub fn streaming_warnings(mut self, enable: bool) -> Builder {
+        self.streaming_warnings = enable;
+        self
+    }
+
     /// Compiles `protos`, searching `includes` for them and their imports.
     pub fn compile(
         self,
@@ -92,24 +111,54 @@ impl Builder {
             Some(dir) => dir,
             None => std::env::var_os("OUT_DIR")
                 .map(PathBuf::from)
-                .ok_or_else(|| Error("OUT_DIR is not set; call ferry-build from build.rs".into()))?,
+                .ok_or_else(|| {
+                    Error("OUT_DIR is not set; call ferry-build from build.rs".into())
+                })?,
         };
         for include in includes {
             println!("cargo:rerun-if-changed={}", include.as_ref().display());
         }
-        let fds = protox::compile(protos, includes).map_err(|e| Error(format!("{e:?}")))?;
+        // `google/api/annotations.proto` (REST routes) is always importable.
+        let bundled = out_dir.join("ferry-include");
+        for (name, text) in BUNDLED_PROTOS {
+            let path = bundled.join(name);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            std::fs::write(&path, text)
+                .map_err(|e| Error(format!("cannot write {}: {e}", path.display())))?;
+        }
+        let mut search: Vec<PathBuf> = includes.iter().map(|i| i.as_ref().to_owned()).collect();
+        search.push(bundled);
+        let mut compiler = protox::Compiler::new(&search).map_err(|e| Error(format!("{e:?}")))?;
+        compiler.include_imports(true).include_source_info(true);
+        compiler
+            .open_files(protos)
+            .map_err(|e| Error(format!("{e:?}")))?;
+        let fds = compiler.file_descriptor_set();
+        // The encoded set keeps custom options (such as `google.api.http`), which the typed
+        // `prost_types` set cannot hold.
+        let encoded = compiler.encode_file_descriptor_set();
         let descriptor_path = out_dir.join(DESCRIPTOR_FILE);
-        std::fs::write(&descriptor_path, fds.encode_to_vec())
+        std::fs::write(&descriptor_path, encoded)
             .map_err(|e| Error(format!("cannot write {}: {e}", descriptor_path.display())))?;
         let generator = generator::ServiceGenerator {
             build_server: self.build_server,
             build_client: self.build_client,
+            streaming_warnings: self.streaming_warnings,
             descriptor_path,
         };
+        // The bundled `google.api` files only declare options: describe them, don't generate
+        // them. (prost maps well-known `google.protobuf` types to `prost_types` by itself.)
+        let mut to_generate = fds;
+        to_generate
+            .file
+            .retain(|f| !f.name().starts_with("google/api/"));
         prost_build::Config::new()
             .out_dir(&out_dir)
             .service_generator(Box::new(generator))
-            .compile_fds(fds)
+            .compile_fds(to_generate)
             .map_err(|e| Error(format!("code generation failed: {e}")))
     }
 }

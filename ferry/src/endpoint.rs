@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::http::grpc::GrpcConnection;
 use crate::native::client::{Backoff, Connection};
 use crate::native::frame::Limits;
 use crate::service::{BoxFuture, RawResult};
@@ -39,28 +40,61 @@ pub struct Endpoint {
     inner: Arc<Inner>,
 }
 
+/// The wire protocol an [`Endpoint`] speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Native,
+    Grpc,
+}
+
+/// An open connection of either protocol.
+#[derive(Clone)]
+enum Transport {
+    Native(Arc<Connection>),
+    Grpc(GrpcConnection),
+}
+
+impl Transport {
+    fn is_usable(&self) -> bool {
+        match self {
+            Transport::Native(conn) => conn.is_usable(),
+            Transport::Grpc(conn) => conn.is_usable(),
+        }
+    }
+
+    async fn call(&self, request: Request<Bytes>) -> RawResult {
+        match self {
+            Transport::Native(conn) => conn.call(request).await,
+            Transport::Grpc(conn) => conn.call(request).await,
+        }
+    }
+}
+
 struct Inner {
+    protocol: Protocol,
     authority: String,
     config: EndpointConfig,
-    conn: Mutex<Option<Arc<Connection>>>,
+    conn: Mutex<Option<Transport>>,
     connecting: tokio::sync::Mutex<Backoff>,
 }
 
 /// Accepts `ferry://host:port` or a bare `host:port`; returns `host:port`.
-fn parse_target(target: &str) -> Result<String, Status> {
-    let authority = match target.split_once("://") {
-        None => target,
-        Some(("ferry", rest)) => rest,
+fn parse_target(target: &str) -> Result<(Protocol, String), Status> {
+    let (protocol, authority) = match target.split_once("://") {
+        None => (Protocol::Native, target),
+        Some(("ferry", rest)) => (Protocol::Native, rest),
+        Some(("grpc" | "http", rest)) => (Protocol::Grpc, rest),
         Some((scheme, _)) => {
             return Err(Status::invalid_argument(format!(
-                "unsupported target scheme {scheme:?} in {target:?}; use ferry://host:port"
+                "unsupported target scheme {scheme:?} in {target:?}; use ferry://, grpc:// or \
+                 http:// followed by host:port"
             )));
         }
     };
     let authority = authority.trim_end_matches('/');
     match authority.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-            Ok(authority.to_owned())
+            Ok((protocol, authority.to_owned()))
         }
         _ => Err(Status::invalid_argument(format!(
             "target {target:?} needs a host and a port, e.g. ferry://127.0.0.1:8000"
@@ -69,11 +103,16 @@ fn parse_target(target: &str) -> Result<String, Status> {
 }
 
 impl Endpoint {
-    /// An endpoint for `target` (`ferry://host:port` or `host:port`); nothing connects yet.
+    /// An endpoint for `target`; nothing connects yet.
+    ///
+    /// `ferry://host:port` (or a bare `host:port`) speaks Ferry's native protocol;
+    /// `grpc://host:port` and `http://host:port` speak gRPC over cleartext HTTP/2, so a Ferry
+    /// client can call any gRPC server.
     pub fn new(target: &str, config: EndpointConfig) -> Result<Endpoint, Status> {
-        let authority = parse_target(target)?;
+        let (protocol, authority) = parse_target(target)?;
         Ok(Endpoint {
             inner: Arc::new(Inner {
+                protocol,
                 authority,
                 config,
                 conn: Mutex::new(None),
@@ -104,7 +143,7 @@ impl Endpoint {
     }
 
     /// The live connection, opening one if there is none (at most one connect at a time).
-    async fn connection(&self) -> Result<Arc<Connection>, Status> {
+    async fn connection(&self) -> Result<Transport, Status> {
         if let Some(conn) = self.current() {
             return Ok(conn);
         }
@@ -123,7 +162,6 @@ impl Endpoint {
         match attempt.await {
             Ok(Ok(conn)) => {
                 backoff.succeeded();
-                let conn = Arc::new(conn);
                 *self.slot() = Some(conn.clone());
                 Ok(conn)
             }
@@ -141,7 +179,7 @@ impl Endpoint {
         }
     }
 
-    async fn open(&self) -> Result<Connection, Status> {
+    async fn open(&self) -> Result<Transport, Status> {
         let limits = Limits {
             max_frame_size: self.inner.config.max_message_size,
             ..Limits::default()
@@ -155,7 +193,19 @@ impl Endpoint {
         let mut last =
             Status::unavailable(format!("{} resolved to no address", self.inner.authority));
         for addr in addrs {
-            match Connection::connect(addr, limits).await {
+            let opened = match self.inner.protocol {
+                Protocol::Native => Connection::connect(addr, limits)
+                    .await
+                    .map(|conn| Transport::Native(Arc::new(conn))),
+                Protocol::Grpc => GrpcConnection::connect(
+                    addr,
+                    &self.inner.authority,
+                    self.inner.config.max_message_size,
+                )
+                .await
+                .map(Transport::Grpc),
+            };
+            match opened {
                 Ok(conn) => return Ok(conn),
                 Err(status) => last = status,
             }
@@ -163,14 +213,14 @@ impl Endpoint {
         Err(last)
     }
 
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Connection>>> {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Transport>> {
         self.inner
             .conn
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn current(&self) -> Option<Arc<Connection>> {
+    fn current(&self) -> Option<Transport> {
         let mut slot = self.slot();
         match &*slot {
             Some(conn) if conn.is_usable() => Some(conn.clone()),
@@ -213,12 +263,16 @@ mod tests {
 
     #[test]
     fn targets_parse() {
+        let native = |a: &str| (Protocol::Native, a.to_owned());
+        let grpc = |a: &str| (Protocol::Grpc, a.to_owned());
         assert_eq!(
             parse_target("ferry://127.0.0.1:8000").unwrap(),
-            "127.0.0.1:8000"
+            native("127.0.0.1:8000")
         );
-        assert_eq!(parse_target("localhost:1").unwrap(), "localhost:1");
-        assert_eq!(parse_target("[::1]:80").unwrap(), "[::1]:80");
+        assert_eq!(parse_target("localhost:1").unwrap(), native("localhost:1"));
+        assert_eq!(parse_target("[::1]:80").unwrap(), native("[::1]:80"));
+        assert_eq!(parse_target("grpc://h:1").unwrap(), grpc("h:1"));
+        assert_eq!(parse_target("http://h:1/").unwrap(), grpc("h:1"));
         assert!(parse_target("ferry://nohost").is_err());
         assert!(parse_target("gopher://a:1").is_err());
         assert!(parse_target(":80").is_err());

@@ -12,8 +12,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Layer;
 
-use crate::native::frame::Limits;
-use crate::native::server::{ConnConfig, Shutdown, serve_connection};
+use std::collections::HashMap;
+
+use crate::health::HealthReporter;
+use crate::http::HttpShared;
+use crate::http::grpc::StreamHandler;
+use crate::http::json::JsonGateway;
+use crate::native::frame::{Limits, PREFACE};
+use crate::native::server::{ConnConfig, PREFACE_TIMEOUT, Shutdown, serve_connection};
+use crate::reflection::{Descriptors, Reflection};
 use crate::service::{BoxService, Router, ServiceHandler};
 use crate::{Request, Response, Status};
 
@@ -35,6 +42,8 @@ pub struct Server {
     layers: Vec<LayerFn>,
     conn: ConnConfig,
     grace: Duration,
+    health: HealthReporter,
+    reflection: bool,
 }
 
 impl Default for Server {
@@ -47,6 +56,8 @@ impl Default for Server {
                 max_concurrent_streams: 4096,
             },
             grace: Duration::from_secs(30),
+            health: HealthReporter::default(),
+            reflection: true,
         }
     }
 }
@@ -104,13 +115,26 @@ impl Server {
         self
     }
 
+    /// The reporter behind the built-in `grpc.health.v1.Health` service; every registered
+    /// service starts `SERVING` and turns `NOT_SERVING` when graceful shutdown begins.
+    pub fn health_reporter(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
+    /// Whether to serve gRPC server reflection (default: yes), which lets tools such as
+    /// `ferry list` or grpcurl discover the services.
+    pub fn reflection(mut self, enable: bool) -> Server {
+        self.reflection = enable;
+        self
+    }
+
     /// The registered services.
     pub fn router(&self) -> &Router {
         &self.router
     }
 
-    fn service(&self) -> BoxService {
-        let mut svc = BoxService::new(self.router.clone());
+    fn service(&self, router: Router) -> BoxService {
+        let mut svc = BoxService::new(router);
         for layer in &self.layers {
             svc = layer(svc);
         }
@@ -159,8 +183,50 @@ impl Server {
         })
     }
 
+    /// The router with the built-in services, and what HTTP connections share.
+    fn prepare(&self) -> std::io::Result<(Router, HttpShared)> {
+        let router = self.router.clone().add_service(self.health.service());
+        let names = router.service_names();
+        self.health.register(&names);
+        let descriptors = Descriptors::build(
+            names
+                .iter()
+                .filter_map(|name| router.service(name))
+                .map(|svc| svc.file_descriptor_set())
+                .chain([crate::reflection::OWN_DESCRIPTORS]),
+        )
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let json = JsonGateway::new(&descriptors.pool, &names);
+        let mut streams: HashMap<String, StreamHandler> = HashMap::new();
+        streams.insert(
+            "/grpc.health.v1.Health/Watch".into(),
+            self.health.watch_handler(),
+        );
+        if self.reflection {
+            let mut listed: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            listed.extend(crate::reflection::SERVICE_NAMES.map(String::from));
+            listed.sort();
+            let reflection = Reflection::new(Arc::new(descriptors), listed);
+            for name in crate::reflection::SERVICE_NAMES {
+                streams.insert(
+                    format!("/{name}/ServerReflectionInfo"),
+                    reflection.handler(),
+                );
+            }
+        }
+        let shared = HttpShared {
+            streams: Arc::new(streams),
+            json: Arc::new(json),
+            max_message_size: self.conn.limits.max_frame_size,
+            max_concurrent_streams: u32::try_from(self.conn.max_concurrent_streams)
+                .unwrap_or(u32::MAX),
+        };
+        Ok((router, shared))
+    }
+
     async fn run(self, listener: TcpListener, token: CancellationToken) -> std::io::Result<()> {
-        let svc = self.service();
+        let (router, http) = self.prepare()?;
+        let svc = self.service(router);
         let cfg = Arc::new(self.conn.clone());
         let shutdown = Shutdown {
             drain: CancellationToken::new(),
@@ -177,6 +243,7 @@ impl Server {
                             peer,
                             svc.clone(),
                             cfg.clone(),
+                            http.clone(),
                             shutdown.clone(),
                         ));
                     }
@@ -189,6 +256,7 @@ impl Server {
             }
         }
         drop(listener);
+        self.health.set_all_not_serving();
         shutdown.drain.cancel();
         connections.close();
         if tokio::time::timeout(self.grace, connections.wait())
@@ -208,10 +276,29 @@ async fn handle_connection(
     peer: SocketAddr,
     svc: BoxService,
     cfg: Arc<ConnConfig>,
+    http: HttpShared,
     shutdown: Shutdown,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "set_nodelay failed: {e}");
+    }
+    // One port, three protocols: Ferry's preface starts with a byte no HTTP request can.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(PREFACE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        Ok(Ok(_)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "connection failed before its first byte: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no data within {PREFACE_TIMEOUT:?}; closing");
+            return;
+        }
+    }
+    if first[0] != PREFACE[0] {
+        crate::http::serve_connection(stream, peer, svc, http, shutdown).await;
+        return;
     }
     let (reader, writer) = stream.into_split();
     let buf = BytesMut::with_capacity(16 * 1024);

@@ -105,6 +105,27 @@ impl std::fmt::Debug for Router {
     }
 }
 
+/// Runs one call through `svc`, enforcing the request's deadline and turning a panicking
+/// handler into `INTERNAL`; every protocol's server uses this, so they behave alike.
+pub(crate) async fn run_call(svc: &mut BoxService, request: Request<Bytes>) -> RawResult {
+    use futures_util::FutureExt;
+    use tower::{Service, ServiceExt};
+    let deadline = request.deadline();
+    let future = svc.ready().await?.call(request);
+    let guarded = std::panic::AssertUnwindSafe(future).catch_unwind();
+    let outcome = match deadline {
+        Some(d) => tokio::time::timeout_at(d.into(), guarded).await,
+        None => Ok(guarded.await),
+    };
+    match outcome {
+        Ok(Ok(result)) => result,
+        Ok(Err(_panic)) => Err(Status::internal("the handler panicked")),
+        Err(_elapsed) => Err(Status::deadline_exceeded(
+            "the call's deadline passed before the handler finished",
+        )),
+    }
+}
+
 /// Splits `/package.Service/Method` into `("package.Service", "Method")`.
 pub fn split_method_path(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix('/')?;

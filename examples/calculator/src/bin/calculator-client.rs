@@ -16,7 +16,7 @@ use clap::{Parser, ValueEnum};
     after_help = "Example: calculator-client --target 127.0.0.1:8000 add 1 2"
 )]
 struct Args {
-    /// Server address: ferry://host:port or host:port.
+    /// Server address: ferry://host:port (native), grpc://host:port or http://host:port (gRPC).
     #[arg(long, default_value = "127.0.0.1:8000")]
     target: String,
     /// The operation.

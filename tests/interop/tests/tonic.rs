@@ -1,0 +1,141 @@
+//! tonic and Ferry call each other over gRPC: unary calls, metadata, errors and deadlines.
+
+use std::time::Duration;
+
+use calculator::pb::CalculateRequest;
+use ferry::{Channel, Code, Request};
+use interop_tests::tonic_pb::CalculateRequest as TonicRequest;
+use interop_tests::tonic_pb::calculator_client::CalculatorClient as TonicClient;
+
+async fn tonic_client(addr: std::net::SocketAddr) -> TonicClient<tonic::transport::Channel> {
+    TonicClient::connect(format!("http://{addr}"))
+        .await
+        .expect("tonic connects")
+}
+
+#[tokio::test]
+async fn tonic_calls_ferry() {
+    let server = interop_tests::start_ferry().await;
+    let mut client = tonic_client(server.local_addr()).await;
+
+    let answer = client.add(TonicRequest { a: 1.0, b: 2.0 }).await.unwrap();
+    assert_eq!(answer.into_inner().result, 3.0);
+
+    let mut request = tonic::Request::new(TonicRequest { a: 6.0, b: 3.0 });
+    request
+        .metadata_mut()
+        .insert("x-echo-user", "tonic".parse().unwrap());
+    request.metadata_mut().insert_bin(
+        "x-echo-token-bin",
+        tonic::metadata::MetadataValue::from_bytes(b"\x00\x01\xfe"),
+    );
+    let response = client.divide(request).await.unwrap();
+    assert_eq!(
+        response.metadata().get("x-echo-user").unwrap(),
+        "tonic",
+        "ASCII metadata round-trips"
+    );
+    assert_eq!(
+        response
+            .metadata()
+            .get_bin("x-echo-token-bin")
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+            .as_ref(),
+        b"\x00\x01\xfe",
+        "binary metadata round-trips"
+    );
+    assert_eq!(response.into_inner().result, 2.0);
+
+    let error = client
+        .divide(TonicRequest { a: 1.0, b: 0.0 })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert!(error.message().contains("divide 1 by zero"), "{error:?}");
+
+    // The deadline travels as `grpc-timeout`; no client-side timer races the server's.
+    let mut slow = tonic::Request::new(TonicRequest { a: 1.0, b: 1.0 });
+    slow.metadata_mut()
+        .insert("grpc-timeout", "100m".parse().unwrap());
+    slow.metadata_mut()
+        .insert("x-sleep-ms", "3000".parse().unwrap());
+    let started = std::time::Instant::now();
+    let error = client.add(slow).await.unwrap_err();
+    // tonic also runs the deadline as a client-side timer, which reports CANCELLED "Timeout
+    // expired" when it fires first; the server's own enforcement is tested in grpc_raw.rs.
+    let tonic_timer = error.code() == tonic::Code::Cancelled && error.message().contains("Timeout");
+    assert!(
+        error.code() == tonic::Code::DeadlineExceeded || tonic_timer,
+        "{error:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the deadline cut the call short"
+    );
+
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn ferry_calls_tonic() {
+    let (addr, stop) = interop_tests::start_tonic().await;
+    for scheme in ["grpc", "http"] {
+        let channel = Channel::connect(format!("{scheme}://{addr}"))
+            .await
+            .unwrap();
+        let calc = calculator::Calculator::new(channel.clone());
+        assert_eq!(calc.add(1.0, 2.0).await.unwrap(), 3.0);
+        assert_eq!(calc.multiply(4.0, 2.5).await.unwrap(), 10.0);
+
+        let error = calc.divide(1.0, 0.0).await.unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument);
+        assert_eq!(error.message(), "tonic cannot divide by zero");
+
+        let mut request = Request::new(CalculateRequest { a: 2.0, b: 2.0 });
+        request.metadata_mut().insert("x-echo-who", "ferry");
+        request
+            .metadata_mut()
+            .insert_bin("x-echo-raw-bin", bytes::Bytes::from_static(b"\xff\x00"));
+        let response = calc.client().add(request).await.unwrap();
+        assert_eq!(response.metadata().get("x-echo-who"), Some("ferry"));
+        assert_eq!(
+            response.metadata().get_bin("x-echo-raw-bin"),
+            Some(&b"\xff\x00"[..])
+        );
+        assert_eq!(response.into_inner().result, 4.0);
+
+        let mut slow = Request::new(CalculateRequest { a: 1.0, b: 1.0 })
+            .with_timeout(Duration::from_millis(100));
+        slow.metadata_mut().insert("x-sleep-ms", "3000");
+        let error = calc.client().add(slow).await.unwrap_err();
+        assert_eq!(error.code(), Code::DeadlineExceeded, "{error}");
+
+        let mut unknown = Request::new(bytes::Bytes::new());
+        unknown.set_method("/calculator.v1.Calculator/Modulo");
+        let error = channel.call(unknown).await.unwrap_err();
+        assert_eq!(error.code(), Code::Unimplemented, "{error}");
+    }
+    let _ = stop.send(());
+}
+
+#[tokio::test]
+async fn oversized_grpc_messages_are_resource_exhausted() {
+    let server = ferry::Server::builder()
+        .add_service(calculator::service())
+        .max_message_size(1024)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let channel = Channel::connect(format!("grpc://{}", server.local_addr()))
+        .await
+        .unwrap();
+    let mut big = Request::new(bytes::Bytes::from(vec![0u8; 4096]));
+    big.set_method("/calculator.v1.Calculator/Add");
+    let error = channel.call(big).await.unwrap_err();
+    assert_eq!(error.code(), Code::ResourceExhausted, "{error}");
+    // The connection is still usable.
+    let calc = calculator::Calculator::new(channel);
+    assert_eq!(calc.add(2.0, 2.0).await.unwrap(), 4.0);
+}
