@@ -11,6 +11,7 @@
 
 mod alloc;
 mod ferry_native;
+mod http_json;
 mod load;
 mod orchestrate;
 mod proc;
@@ -102,6 +103,48 @@ pub const SYSTEMS: &[System] = &[
         serve: |l| Box::pin(ferry_native::serve(l)),
         client: |a| {
             Box::pin(ferry_native::client(
+                a.addr,
+                a.size,
+                a.concurrency,
+                a.warmup,
+                a.window,
+            ))
+        },
+    },
+    System {
+        name: "ferry-grpc",
+        about: "Ferry server speaking gRPC on its port, loaded by the tonic client",
+        serve: |l| Box::pin(ferry_native::serve(l)),
+        client: |a| {
+            Box::pin(tonic_grpc::client(
+                a.addr,
+                a.size,
+                a.concurrency,
+                a.warmup,
+                a.window,
+            ))
+        },
+    },
+    System {
+        name: "axum",
+        about: "axum 0.8 JSON echo (serde_json + base64), HTTP/2 h2c, hyper client",
+        serve: |l| Box::pin(http_json::serve_axum(l)),
+        client: |a| {
+            Box::pin(http_json::client(
+                a.addr,
+                a.size,
+                a.concurrency,
+                a.warmup,
+                a.window,
+            ))
+        },
+    },
+    System {
+        name: "ferry-http",
+        about: "Ferry server's HTTP/JSON gateway (proto3 JSON), HTTP/2 h2c, same hyper client",
+        serve: |l| Box::pin(ferry_native::serve(l)),
+        client: |a| {
+            Box::pin(http_json::client(
                 a.addr,
                 a.size,
                 a.concurrency,
