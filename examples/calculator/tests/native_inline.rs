@@ -81,11 +81,11 @@ async fn panics_are_internal_whether_or_not_the_handler_waited() {
 #[tokio::test]
 async fn waiting_and_immediate_calls_interleave_on_one_connection() {
     let (server, client) = start().await;
-    let calls = (0..400).map(|i| {
+    let calls = (0..400u32).map(|n| {
         let client = client.clone();
         async move {
-            let i = f64::from(i);
-            if i as u32 % 4 == 0 {
+            let i = f64::from(n);
+            if n.is_multiple_of(4) {
                 // Waits 1..=8 ms, so replies come back out of order.
                 let reply = client.divide(req(i, 1.0 + i % 8.0)).await.unwrap();
                 assert_eq!(reply.into_inner().result, i);
