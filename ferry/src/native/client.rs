@@ -1,7 +1,6 @@
 //! One multiplexed native-protocol client connection per endpoint.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::frame::{Frame, Limits};
-use super::{Outbound, read_preface, write_loop};
+use super::{Outbound, StreamIds, read_preface, write_loop};
 use crate::{Code, Metadata, Request, Response, Status};
 
 type Reply = Result<Response<Bytes>, Status>;
@@ -25,28 +24,7 @@ struct PendingCall {
 }
 
 /// Calls awaiting their reply, by stream id.
-type Pending = HashMap<u32, PendingCall, BuildHasherDefault<StreamIdHasher>>;
-
-/// Stream ids are distinct small integers chosen by this side, so they need no DoS-resistant
-/// hash: a multiplicative one is enough and much cheaper than SipHash.
-#[derive(Default)]
-struct StreamIdHasher(u64);
-
-impl Hasher for StreamIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u32(&mut self, id: u32) {
-        self.0 = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
+type Pending = HashMap<u32, PendingCall, StreamIds>;
 
 struct Shared {
     pending: Mutex<Pending>,

@@ -9,6 +9,8 @@ pub mod frame;
 pub(crate) mod server;
 
 use std::borrow::Cow;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -17,6 +19,67 @@ use tokio::sync::mpsc;
 
 use crate::{Code, Metadata, Response, Status};
 use frame::*;
+
+/// Random per process, so a peer cannot choose stream ids that collide in our tables.
+static STREAM_ID_KEYS: LazyLock<(u64, u64)> = LazyLock::new(|| {
+    let state = std::collections::hash_map::RandomState::new();
+    (state.hash_one(1u64), state.hash_one(2u64) | 1)
+});
+
+/// Hashes maps keyed by stream id: a keyed multiply-xorshift, far cheaper than SipHash for a
+/// `u32` key, with random keys so that ids picked by a peer do not pile into one bucket.
+#[derive(Clone, Copy)]
+pub(crate) struct StreamIds {
+    seed: u64,
+    multiplier: u64,
+}
+
+impl Default for StreamIds {
+    fn default() -> StreamIds {
+        let (seed, multiplier) = *STREAM_ID_KEYS;
+        StreamIds { seed, multiplier }
+    }
+}
+
+impl BuildHasher for StreamIds {
+    type Hasher = StreamIdHasher;
+
+    fn build_hasher(&self) -> StreamIdHasher {
+        StreamIdHasher {
+            state: self.seed,
+            multiplier: self.multiplier,
+        }
+    }
+}
+
+/// See [`StreamIds`].
+pub(crate) struct StreamIdHasher {
+    state: u64,
+    multiplier: u64,
+}
+
+impl StreamIdHasher {
+    fn mix(&mut self, word: u64) {
+        let h = (self.state ^ word).wrapping_mul(self.multiplier);
+        self.state = h ^ (h >> 29);
+    }
+}
+
+impl Hasher for StreamIdHasher {
+    fn finish(&self) -> u64 {
+        self.state
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.mix(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        self.mix(u64::from(id));
+    }
+}
 
 /// Stop coalescing frames into one write once the buffer holds this much.
 const MAX_BATCH: usize = 256 * 1024;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
 use super::frame::{self, Frame, Headers, Limits, PREFACE};
-use super::{MAX_BATCH, Outbound, encode_reply, read_preface};
+use super::{MAX_BATCH, Outbound, StreamIds, encode_reply, read_preface};
 
 /// How long a new connection may take to send its preface before it is closed.
 pub const PREFACE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -49,9 +49,9 @@ struct Conn {
     peer: Option<SocketAddr>,
     cfg: Arc<ConnConfig>,
     /// Handlers running on their own task, by stream id.
-    active: HashMap<u32, AbortHandle>,
+    active: HashMap<u32, AbortHandle, StreamIds>,
     /// Streams whose HEADERS arrived and whose DATA has not.
-    open: HashMap<u32, Headers>,
+    open: HashMap<u32, Headers, StreamIds>,
     last_stream: u32,
     draining: bool,
     /// Frames waiting to be written.
@@ -93,8 +93,8 @@ pub(crate) async fn serve_connection<R, W>(
         svc,
         peer,
         cfg,
-        active: HashMap::new(),
-        open: HashMap::new(),
+        active: HashMap::default(),
+        open: HashMap::default(),
         last_stream: 0,
         draining: false,
         out,
