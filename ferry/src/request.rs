@@ -134,6 +134,23 @@ impl<T> Request<T> {
         }
     }
 
+    /// A request as a server transport received it.
+    pub(crate) fn from_wire(
+        method: impl Into<Cow<'static, str>>,
+        metadata: Metadata,
+        deadline: Option<Instant>,
+        peer: Option<SocketAddr>,
+        message: T,
+    ) -> Request<T> {
+        Request {
+            message,
+            metadata,
+            deadline,
+            method: method.into(),
+            peer,
+        }
+    }
+
     /// Splits into method path, metadata and message; used by transports.
     pub(crate) fn into_call_parts(self) -> (Cow<'static, str>, Metadata, T) {
         (self.method, self.metadata, self.message)

@@ -291,11 +291,7 @@ pub(crate) async fn serve(
     if let Some(handler) = ctx.streams.get(&method) {
         let limit = ctx.max_message_size;
         let incoming = message_stream(body, encoding, limit);
-        let mut request = Request::new(incoming);
-        request.set_method(method);
-        *request.metadata_mut() = metadata;
-        request.set_deadline(deadline);
-        request.set_peer(ctx.peer);
+        let request = Request::from_wire(method, metadata, deadline, ctx.peer, incoming);
         let outgoing = handler(request);
         return streaming_reply(outgoing, reply_encoding);
     }
@@ -313,11 +309,7 @@ pub(crate) async fn serve(
         }
         Err(status) => return trailers_only(&status),
     };
-    let mut request = Request::new(message);
-    request.set_method(method);
-    *request.metadata_mut() = metadata;
-    request.set_deadline(deadline);
-    request.set_peer(ctx.peer);
+    let request = Request::from_wire(method, metadata, deadline, ctx.peer, message);
     let mut svc = ctx.svc.clone();
     match run_call(&mut svc, request).await {
         Ok(response) => {

@@ -292,24 +292,20 @@ pub(crate) async fn serve(
         }
     };
 
-    let mut call = Request::new(input);
-    call.set_method(format!(
-        "/{}/{}",
-        method.parent_service().full_name(),
-        method.name()
-    ));
-    *call.metadata_mut() = headers_to_metadata(&parts.headers);
-    if let Some(ms) = parts.headers.get("connect-timeout-ms") {
-        match ms.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
-            Some(ms) => call.set_deadline(Instant::now().checked_add(Duration::from_millis(ms))),
+    let deadline = match parts.headers.get("connect-timeout-ms") {
+        None => None,
+        Some(ms) => match ms.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
+            Some(ms) => Instant::now().checked_add(Duration::from_millis(ms)),
             None => {
                 return fail(Status::invalid_argument(format!(
                     "malformed connect-timeout-ms header {ms:?}"
                 )));
             }
-        }
-    }
-    call.set_peer(ctx.peer);
+        },
+    };
+    let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
+    let metadata = headers_to_metadata(&parts.headers);
+    let call = Request::from_wire(path, metadata, deadline, ctx.peer, input);
     let mut svc = ctx.svc.clone();
     let (metadata, output) = match run_call(&mut svc, call).await {
         Ok(response) => response.into_parts(),
