@@ -312,11 +312,8 @@ impl Conn {
 
     async fn dispatch(&mut self, stream: u32, headers: Headers, body: Bytes) {
         let deadline = headers.timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut request = Request::new(body);
-        request.set_method(headers.method);
-        *request.metadata_mut() = headers.metadata;
-        request.set_deadline(deadline);
-        request.set_peer(self.peer);
+        let request =
+            Request::from_wire(headers.method, headers.metadata, deadline, self.peer, body);
         let mut future = match self.svc.ready().await {
             Ok(svc) => svc.call(request),
             Err(status) => {
