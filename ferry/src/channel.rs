@@ -9,7 +9,12 @@ use prost::Message;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
+use crate::balance::Balancer;
+use crate::discovery::Discovery;
 use crate::endpoint::{Endpoint, EndpointConfig};
+use crate::hedge::HedgeConfig;
+use crate::outlier::{HealthCheck, OutlierConfig};
+use crate::retry::{RetryBudget, RetryConfig};
 use crate::service::{BoxFuture, RawResult};
 use crate::{Request, Response, Status};
 
@@ -48,6 +53,7 @@ pub struct ChannelBuilder {
     target: String,
     timeout: Option<Duration>,
     endpoint: EndpointConfig,
+    cluster: crate::cluster::ClusterConfig,
 }
 
 impl ChannelBuilder {
@@ -69,8 +75,81 @@ impl ChannelBuilder {
         self
     }
 
+    /// Balances over the instances `discovery` reports instead of the target address.
+    pub fn discovery(mut self, discovery: impl Discovery) -> ChannelBuilder {
+        self.cluster.discovery = Some(Arc::new(discovery));
+        self
+    }
+
+    /// How calls are spread over instances (default power of two choices over peak EWMA).
+    pub fn balancer(mut self, balancer: Balancer) -> ChannelBuilder {
+        self.cluster.balancer = balancer;
+        self.cluster.configured = true;
+        self
+    }
+
+    /// The retry policy of every method without its own (default: `UNAVAILABLE`, 4 attempts).
+    pub fn retry(mut self, config: RetryConfig) -> ChannelBuilder {
+        self.cluster.retry = config;
+        self.cluster.configured = true;
+        self
+    }
+
+    /// The retry policy of one method (`/package.Service/Method`).
+    pub fn retry_method(
+        mut self,
+        method: impl Into<String>,
+        config: RetryConfig,
+    ) -> ChannelBuilder {
+        self.cluster.retry_methods.insert(method.into(), config);
+        self.cluster.configured = true;
+        self
+    }
+
+    /// The budget all retries of this channel share (default 20 % of calls + 10/s).
+    pub fn retry_budget(mut self, budget: RetryBudget) -> ChannelBuilder {
+        self.cluster.budget = Some(budget);
+        self.cluster.configured = true;
+        self
+    }
+
+    /// Hedges `method` (`/package.Service/Method`), which must be safe to run twice.
+    pub fn hedge(mut self, method: impl Into<String>, config: HedgeConfig) -> ChannelBuilder {
+        self.cluster.hedge.insert(method.into(), config);
+        self.cluster.configured = true;
+        self
+    }
+
+    /// When endpoints are ejected for failing (default 5 `UNAVAILABLE` in a row, ≤ 50 %).
+    pub fn outlier_detection(mut self, config: OutlierConfig) -> ChannelBuilder {
+        self.cluster.outlier = config;
+        self.cluster.configured = true;
+        self
+    }
+
+    /// Probes every endpoint actively (default: off).
+    pub fn health_check(mut self, check: HealthCheck) -> ChannelBuilder {
+        self.cluster.health_check = Some(check);
+        self.cluster.configured = true;
+        self
+    }
+
     /// Builds the channel without connecting; the first call connects.
+    ///
+    /// A balanced channel (a comma list of addresses, a [`discovery`](Self::discovery), or any
+    /// balancing, retry or hedging option) must be built inside a Tokio runtime.
     pub fn lazy(self) -> Result<Channel, Status> {
+        if let Some(discovery) = self.cluster.discovery_for(&self.target)? {
+            let service = crate::cluster::build(discovery, self.endpoint, &self.cluster);
+            return Ok(Channel {
+                inner: Arc::new(Inner {
+                    target: self.target,
+                    timeout: self.timeout,
+                    service,
+                    endpoint: None,
+                }),
+            });
+        }
         let endpoint = Endpoint::new(&self.target, self.endpoint)?;
         Ok(Channel {
             inner: Arc::new(Inner {
@@ -83,6 +162,8 @@ impl ChannelBuilder {
     }
 
     /// Builds the channel and connects now, so a wrong address fails here.
+    ///
+    /// A balanced channel connects to each instance lazily, so for it this is [`Self::lazy`].
     pub async fn connect(self) -> Result<Channel, Status> {
         let channel = self.lazy()?;
         if let Some(endpoint) = &channel.inner.endpoint {
@@ -99,6 +180,36 @@ impl Channel {
             target: target.into(),
             timeout: None,
             endpoint: EndpointConfig::default(),
+            cluster: crate::cluster::ClusterConfig::default(),
+        }
+    }
+
+    /// A channel balancing over the instances `discovery` reports, with the default policies:
+    /// power of two choices over peak EWMA, retries of `UNAVAILABLE` within a 20 % budget,
+    /// outlier ejection. Use [`Channel::builder`] and
+    /// [`ChannelBuilder::discovery`] to change them.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime (the balancer runs on a task).
+    ///
+    /// ```no_run
+    /// # async fn demo() {
+    /// use ferry::discovery::StaticDiscovery;
+    /// let discovery = StaticDiscovery::parse("ferry://10.0.0.1:8000,10.0.0.2:8000").unwrap();
+    /// let channel = ferry::Channel::balanced(discovery);
+    /// # }
+    /// ```
+    pub fn balanced(discovery: impl Discovery) -> Channel {
+        let discovery: Arc<dyn Discovery> = Arc::new(discovery);
+        let config = crate::cluster::ClusterConfig::default();
+        Channel {
+            inner: Arc::new(Inner {
+                target: discovery.describe(),
+                timeout: None,
+                service: crate::cluster::build(discovery, EndpointConfig::default(), &config),
+                endpoint: None,
+            }),
         }
     }
 

@@ -14,6 +14,7 @@ use tower::Layer;
 
 use std::collections::HashMap;
 
+use crate::discovery::{Registration, Registry};
 use crate::health::HealthReporter;
 use crate::http::HttpShared;
 use crate::http::grpc::StreamHandler;
@@ -44,6 +45,8 @@ pub struct Server {
     grace: Duration,
     health: HealthReporter,
     reflection: bool,
+    registries: Vec<Arc<dyn Registry>>,
+    advertise: Option<SocketAddr>,
 }
 
 impl Default for Server {
@@ -58,6 +61,8 @@ impl Default for Server {
             grace: Duration::from_secs(30),
             health: HealthReporter::default(),
             reflection: true,
+            registries: Vec::new(),
+            advertise: None,
         }
     }
 }
@@ -128,6 +133,57 @@ impl Server {
         self
     }
 
+    /// Announces every service of this server in `registry` once it listens (e.g. an
+    /// `EtcdRegistry`), and withdraws them first thing on graceful shutdown.
+    ///
+    /// ```no_run
+    /// # async fn demo(svc: impl ferry::ServiceHandler, registry: impl ferry::discovery::Registry) -> std::io::Result<()> {
+    /// let server = ferry::Server::builder().add_service(svc).register(registry).bind("127.0.0.1:0").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn register(mut self, registry: impl Registry) -> Server {
+        self.registries.push(Arc::new(registry));
+        self
+    }
+
+    /// The address registries announce (default: the bound address, which must then not be a
+    /// wildcard such as `0.0.0.0`).
+    pub fn advertise_address(mut self, addr: SocketAddr) -> Server {
+        self.advertise = Some(addr);
+        self
+    }
+
+    /// Registers every service in every registry; all or nothing.
+    async fn register_all(&self, local: SocketAddr) -> std::io::Result<Vec<Registration>> {
+        let mut done = Vec::new();
+        if self.registries.is_empty() {
+            return Ok(done);
+        }
+        let addr = self.advertise.unwrap_or(local);
+        if addr.ip().is_unspecified() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "cannot register the wildcard address {addr}; set Server::advertise_address"
+                ),
+            ));
+        }
+        for registry in &self.registries {
+            for service in self.router.service_names() {
+                match registry.register(service, addr).await {
+                    Ok(registration) => done.push(registration),
+                    Err(status) => {
+                        deregister_all(done).await;
+                        return Err(std::io::Error::other(format!(
+                            "cannot register {service} at {addr}: {status}"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(done)
+    }
+
     /// The registered services.
     pub fn router(&self) -> &Router {
         &self.router
@@ -161,7 +217,8 @@ impl Server {
             signal.await;
             trigger.cancel();
         };
-        let (result, ()) = tokio::join!(self.run(listener, token.clone()), async {
+        let registrations = self.register_all(listener.local_addr()?).await?;
+        let (result, ()) = tokio::join!(self.run(listener, token.clone(), registrations), async {
             tokio::select! {
                 _ = watcher => {},
                 _ = token.cancelled() => {},
@@ -175,7 +232,8 @@ impl Server {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let token = CancellationToken::new();
-        let task = tokio::spawn(self.run(listener, token.clone()));
+        let registrations = self.register_all(local_addr).await?;
+        let task = tokio::spawn(self.run(listener, token.clone(), registrations));
         Ok(ServerHandle {
             local_addr,
             token,
@@ -185,7 +243,12 @@ impl Server {
 
     /// The router with the built-in services, and what HTTP connections share.
     fn prepare(&self) -> std::io::Result<(Router, HttpShared)> {
-        let router = self.router.clone().add_service(self.health.service());
+        // A health service the user registered takes precedence over the built-in one.
+        let router = if self.router.service("grpc.health.v1.Health").is_some() {
+            self.router.clone()
+        } else {
+            self.router.clone().add_service(self.health.service())
+        };
         let names = router.service_names();
         self.health.register(&names);
         let descriptors = Descriptors::build(
@@ -224,7 +287,12 @@ impl Server {
         Ok((router, shared))
     }
 
-    async fn run(self, listener: TcpListener, token: CancellationToken) -> std::io::Result<()> {
+    async fn run(
+        self,
+        listener: TcpListener,
+        token: CancellationToken,
+        registrations: Vec<Registration>,
+    ) -> std::io::Result<()> {
         let (router, http) = self.prepare()?;
         let svc = self.service(router);
         let cfg = Arc::new(self.conn.clone());
@@ -233,6 +301,8 @@ impl Server {
             force: CancellationToken::new(),
         };
         let connections = TaskTracker::new();
+        // If this task is aborted (`ServerHandle::abort`), the guard drops every connection too.
+        let _abort_connections = shutdown.force.clone().drop_guard();
         loop {
             tokio::select! {
                 _ = token.cancelled() => break,
@@ -255,6 +325,8 @@ impl Server {
                 },
             }
         }
+        // Withdraw from discovery first, so clients stop choosing this server.
+        deregister_all(registrations).await;
         drop(listener);
         self.health.set_all_not_serving();
         shutdown.drain.cancel();
@@ -268,6 +340,15 @@ impl Server {
             connections.wait().await;
         }
         Ok(())
+    }
+}
+
+async fn deregister_all(registrations: Vec<Registration>) {
+    for registration in registrations {
+        let what = registration.description().to_owned();
+        if let Err(status) = registration.deregister().await {
+            tracing::warn!("cannot deregister {what}: {status}");
+        }
     }
 }
 

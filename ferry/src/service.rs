@@ -105,13 +105,47 @@ impl std::fmt::Debug for Router {
     }
 }
 
+/// Request metadata key that asks the server to time the handler: send `ferry-timing: 1`.
+pub const TIMING_REQUEST_KEY: &str = "ferry-timing";
+
+/// Response metadata key carrying the handler's time when a caller asked for it, in the W3C
+/// Server-Timing format: `server-timing: app;dur=0.042125` (milliseconds, to the nanosecond).
+pub const SERVER_TIMING_KEY: &str = "server-timing";
+
+/// Whether a request asked for [`SERVER_TIMING_KEY`] in its response (`ferry-timing: 1`).
+pub(crate) fn wants_server_timing(metadata: &crate::Metadata) -> bool {
+    metadata.get(TIMING_REQUEST_KEY) == Some("1")
+}
+
+/// Runs a handler future and, when `wanted`, adds `server-timing: app;dur=<ms>` (time from
+/// first poll to completion) to a successful response. Every protocol's server calls this, so
+/// the opt-in timing behaves alike on all of them.
+pub(crate) async fn with_server_timing<F>(wanted: bool, handler: F) -> RawResult
+where
+    F: Future<Output = RawResult>,
+{
+    if !wanted {
+        return handler.await;
+    }
+    let started = std::time::Instant::now();
+    let mut result = handler.await;
+    if let Ok(response) = &mut result {
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        response
+            .metadata_mut()
+            .insert(SERVER_TIMING_KEY, format!("app;dur={ms:.6}"));
+    }
+    result
+}
+
 /// Runs one call through `svc`, enforcing the request's deadline and turning a panicking
 /// handler into `INTERNAL`; every protocol's server uses this, so they behave alike.
 pub(crate) async fn run_call(svc: &mut BoxService, request: Request<Bytes>) -> RawResult {
     use futures_util::FutureExt;
     use tower::{Service, ServiceExt};
     let deadline = request.deadline();
-    let future = svc.ready().await?.call(request);
+    let timing = wants_server_timing(request.metadata());
+    let future = with_server_timing(timing, svc.ready().await?.call(request));
     let guarded = std::panic::AssertUnwindSafe(future).catch_unwind();
     let outcome = match deadline {
         Some(d) => tokio::time::timeout_at(d.into(), guarded).await,
@@ -164,6 +198,20 @@ mod tests {
         assert_eq!(split_method_path("/calculator"), None);
         assert_eq!(split_method_path("/a/b/c"), None);
         assert_eq!(split_method_path("//Add"), None);
+    }
+
+    #[tokio::test]
+    async fn server_timing_is_opt_in() {
+        let ok = || async { Ok(Response::new(Bytes::new())) };
+        let plain = with_server_timing(false, ok()).await.unwrap();
+        assert!(plain.metadata().get(SERVER_TIMING_KEY).is_none());
+        let timed = with_server_timing(true, ok()).await.unwrap();
+        let value = timed.metadata().get(SERVER_TIMING_KEY).unwrap();
+        let ms: f64 = value.strip_prefix("app;dur=").unwrap().parse().unwrap();
+        assert!(ms >= 0.0, "{value}");
+        let mut metadata = crate::Metadata::new();
+        metadata.insert(TIMING_REQUEST_KEY, "1");
+        assert!(wants_server_timing(&metadata));
     }
 
     #[tokio::test]

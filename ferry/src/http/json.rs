@@ -462,32 +462,11 @@ fn proto_to_json(desc: &MessageDescriptor, bytes: Bytes) -> Result<Bytes, Status
             desc.full_name()
         ))
     })?;
-    let options = SerializeOptions::new();
-    let mut value = message
-        .serialize_with_options(serde_json::value::Serializer, &options)
+    let value = crate::json::to_value(&message, &SerializeOptions::new())
         .map_err(|e| Status::internal(format!("cannot render JSON: {e}")))?;
-    integral_floats_as_integers(&mut value);
     serde_json::to_vec(&value)
         .map(Bytes::from)
         .map_err(|e| Status::internal(format!("cannot render JSON: {e}")))
-}
-
-/// Writes `3.0` as `3`, as Go's protojson and Connect peers do for whole-number doubles.
-fn integral_floats_as_integers(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Number(n) => {
-            if let Some(f) = n.as_f64()
-                && n.is_f64()
-                && f.fract() == 0.0
-                && f.abs() < 9_007_199_254_740_992.0
-            {
-                *n = serde_json::Number::from(f as i64);
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
-        serde_json::Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
-        _ => {}
-    }
 }
 
 #[cfg(test)]
@@ -526,12 +505,5 @@ mod tests {
             http_status(Code::DeadlineExceeded),
             StatusCode::GATEWAY_TIMEOUT
         );
-    }
-
-    #[test]
-    fn whole_doubles_print_as_integers() {
-        let mut v = serde_json::json!({"a": 3.0, "b": [0.5, -2.0], "c": "3.0"});
-        integral_floats_as_integers(&mut v);
-        assert_eq!(v.to_string(), r#"{"a":3,"b":[0.5,-2],"c":"3.0"}"#);
     }
 }

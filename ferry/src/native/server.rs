@@ -20,7 +20,7 @@ use super::{MAX_BATCH, Outbound, StreamIds, encode_reply, read_preface};
 
 /// How long a new connection may take to send its preface before it is closed.
 pub const PREFACE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-use crate::service::BoxService;
+use crate::service::{BoxFuture, BoxService, RawResult};
 use crate::{Code, Request, Status};
 
 /// Per-connection settings of the native protocol on the server.
@@ -314,7 +314,12 @@ impl Conn {
         let deadline = headers.timeout.and_then(|t| Instant::now().checked_add(t));
         let request =
             Request::from_wire(headers.method, headers.metadata, deadline, self.peer, body);
-        let mut future = match self.svc.ready().await {
+        // Opt-in server timing wraps the handler's future; only then does it need a second box.
+        let timing = crate::service::wants_server_timing(request.metadata());
+        let mut future: BoxFuture<RawResult> = match self.svc.ready().await {
+            Ok(svc) if timing => {
+                Box::pin(crate::service::with_server_timing(true, svc.call(request)))
+            }
             Ok(svc) => svc.call(request),
             Err(status) => {
                 self.reply(stream, status);

@@ -1,0 +1,185 @@
+//! Registration and discovery through a real etcd started by the test (loopback, temp dir).
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ferry::Channel;
+use ferry::discovery::{Discovery, EndpointChange, EtcdRegistry};
+use futures_util::StreamExt;
+use support::*;
+
+/// Follows a discovery stream into a shared set of instance addresses.
+fn follow(
+    discovery: impl Discovery,
+) -> Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>> {
+    let set = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let shared = set.clone();
+    let mut stream = discovery.watch();
+    tokio::spawn(async move {
+        while let Some(change) = stream.next().await {
+            match change {
+                Ok(EndpointChange::Insert(id, addr)) => {
+                    shared.lock().unwrap().insert(id, addr);
+                }
+                Ok(EndpointChange::Remove(id)) => {
+                    shared.lock().unwrap().remove(&id);
+                }
+                Err(status) => eprintln!("discovery error: {status}"),
+            }
+        }
+    });
+    set
+}
+
+fn addresses(set: &std::sync::Mutex<std::collections::BTreeMap<String, String>>) -> Vec<String> {
+    set.lock().unwrap().values().cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_register_and_clients_follow_them() {
+    let etcd = Etcd::start().await;
+    let ttl = Duration::from_secs(2);
+    let registry = EtcdRegistry::connect([etcd.endpoint.as_str()])
+        .await
+        .expect("connect to etcd")
+        .ttl(ttl);
+
+    let mut backends = Vec::new();
+    for i in 0..3 {
+        let registry = registry.clone();
+        backends.push(Backend::start_with(&format!("b{i}"), |s| s.register(registry)).await);
+    }
+    let seen = follow(registry.discovery(SERVICE));
+    let channel = Channel::builder("etcd")
+        .discovery(registry.discovery(SERVICE))
+        .timeout(PATIENCE)
+        .lazy()
+        .unwrap();
+    let all: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    assert!(
+        eventually(PATIENCE, async || addresses(&seen) == sorted(&all)).await,
+        "the client sees {:?}, expected {all:?}",
+        addresses(&seen)
+    );
+
+    // Steady calls through the balanced channel for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut callers = Vec::new();
+    for _ in 0..4 {
+        let (channel, stop, ok, failed) =
+            (channel.clone(), stop.clone(), ok.clone(), failed.clone());
+        callers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                match who(&channel, None).await {
+                    Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
+                    Err(status) => {
+                        failed.lock().unwrap().push(status);
+                        0
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }));
+    }
+    assert!(eventually(PATIENCE, async || ok.load(Ordering::SeqCst) > 100).await);
+    assert!(
+        backends.iter().all(|b| b.calls() > 0),
+        "not every instance got calls"
+    );
+
+    // Graceful shutdown deregisters at once.
+    let start = Instant::now();
+    backends[0].shutdown().await;
+    let expected = sorted(&all[1..]);
+    assert!(
+        eventually(Duration::from_secs(2), async || addresses(&seen)
+            == expected)
+        .await,
+        "b0 still listed 2 s after a graceful shutdown: {:?}",
+        addresses(&seen)
+    );
+    eprintln!(
+        "graceful shutdown: gone from the client's set after {:?}",
+        start.elapsed()
+    );
+
+    // A crash: the lease expires after its TTL.
+    let start = Instant::now();
+    backends[1].kill();
+    let expected = sorted(&all[2..]);
+    let slack = Duration::from_secs(3);
+    assert!(
+        eventually(ttl + slack, async || addresses(&seen) == expected).await,
+        "b1 still listed {:?} after it crashed: {:?}",
+        ttl + slack,
+        addresses(&seen)
+    );
+    eprintln!(
+        "crash: gone from the client's set after {:?} (TTL {ttl:?})",
+        start.elapsed()
+    );
+
+    // Calls kept succeeding throughout, and keep succeeding on the survivor.
+    let now = ok.load(Ordering::SeqCst);
+    assert!(eventually(PATIENCE, async || ok.load(Ordering::SeqCst) > now + 100).await);
+    stop.store(true, Ordering::SeqCst);
+    for c in callers {
+        c.await.unwrap();
+    }
+    let failed = std::mem::take(&mut *failed.lock().unwrap());
+    eprintln!(
+        "{} calls succeeded, {} failed",
+        ok.load(Ordering::SeqCst),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} calls failed, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    backends[2].shutdown().await;
+    assert!(eventually(Duration::from_secs(2), async || addresses(&seen).is_empty()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_guard_deregisters_and_a_dropped_one_expires() {
+    let etcd = Etcd::start().await;
+    let registry = EtcdRegistry::connect([etcd.endpoint.as_str()])
+        .await
+        .unwrap()
+        .ttl(Duration::from_secs(1));
+    let seen = follow(registry.discovery("demo.v1.Demo"));
+    let a = registry
+        .register("demo.v1.Demo", "127.0.0.1:1001")
+        .await
+        .unwrap();
+    let b = registry
+        .register("demo.v1.Demo", "127.0.0.1:1002")
+        .await
+        .unwrap();
+    let both = vec!["127.0.0.1:1001".to_owned(), "127.0.0.1:1002".to_owned()];
+    assert!(eventually(Duration::from_secs(2), async || addresses(&seen) == both).await);
+    // Keep-alives hold the entries well past the TTL.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(addresses(&seen), both, "a kept-alive registration expired");
+    a.deregister().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(1), async || addresses(&seen)
+            == ["127.0.0.1:1002"])
+        .await
+    );
+    drop(b);
+    assert!(eventually(Duration::from_secs(4), async || addresses(&seen).is_empty()).await);
+}
+
+fn sorted(addrs: &[String]) -> Vec<String> {
+    let mut v = addrs.to_vec();
+    v.sort();
+    v
+}
