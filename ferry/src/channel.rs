@@ -259,7 +259,7 @@ impl Channel {
         Req: Message,
         Resp: Message + Default,
     {
-        let mut request = request.map(|m| Bytes::from(m.encode_to_vec()));
+        let mut request = request.map(|m| crate::codegen::encode(&m));
         request.set_method(method);
         let response = self.call(request).await?;
         let (metadata, body) = response.into_parts();

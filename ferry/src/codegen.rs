@@ -25,7 +25,36 @@ where
     Box::pin(async move {
         let decoded = decode_request::<Req>(request)?;
         let response = handler(decoded).await?;
-        Ok(response.map(|m| Bytes::from(m.encode_to_vec())))
+        Ok(response.map(|m| encode(&m)))
+    })
+}
+
+/// Messages up to this size are encoded into a shared per-thread arena.
+const ARENA_MAX_MESSAGE: usize = 4 * 1024;
+/// Size of each arena chunk.
+const ARENA_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    static ARENA: std::cell::RefCell<bytes::BytesMut> =
+        std::cell::RefCell::new(bytes::BytesMut::new());
+}
+
+/// Encodes a message into `Bytes`.
+///
+/// Small messages are carved out of a per-thread 64 KiB arena instead of a fresh allocation
+/// each: one allocation then serves many calls. The slices are short-lived (a transport copies
+/// them into its write buffer and drops them), so a chunk is freed soon after it fills.
+pub fn encode<M: Message>(message: &M) -> Bytes {
+    let len = message.encoded_len();
+    if len > ARENA_MAX_MESSAGE {
+        return Bytes::from(message.encode_to_vec());
+    }
+    ARENA.with_borrow_mut(|arena| {
+        if arena.capacity() - arena.len() < len {
+            *arena = bytes::BytesMut::with_capacity(ARENA_CHUNK);
+        }
+        message.encode_raw(arena);
+        arena.split().freeze()
     })
 }
 

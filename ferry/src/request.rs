@@ -99,6 +99,15 @@ impl<T> Request<T> {
         &self.method
     }
 
+    /// The method path when it is a `'static` string (a literal or an interned path), which
+    /// lets a router pass it on without copying it.
+    pub(crate) fn static_method(&self) -> Option<&'static str> {
+        match self.method {
+            Cow::Borrowed(path) => Some(path),
+            Cow::Owned(_) => None,
+        }
+    }
+
     /// Sets the full method path.
     pub fn set_method(&mut self, method: impl Into<Cow<'static, str>>) {
         self.method = method.into();

@@ -70,18 +70,25 @@ impl Router {
 
     /// Dispatches one encoded call by its method path.
     pub fn route(&self, request: Request<Bytes>) -> BoxFuture<RawResult> {
-        let Some((service, method)) = split_method_path(request.method()) else {
+        // Protocols intern known method paths, so the common case borrows instead of copying.
+        match request.static_method() {
+            Some(path) => self.route_path(path, request),
+            None => {
+                let path = request.method().to_owned();
+                self.route_path(&path, request)
+            }
+        }
+    }
+
+    fn route_path(&self, path: &str, request: Request<Bytes>) -> BoxFuture<RawResult> {
+        let Some((service, method)) = split_method_path(path) else {
             let status = Status::unimplemented(format!(
-                "malformed method path {:?}: expected /package.Service/Method",
-                request.method()
+                "malformed method path {path:?}: expected /package.Service/Method"
             ));
             return Box::pin(std::future::ready(Err(status)));
         };
         match self.services.get(service) {
-            Some(handler) => {
-                let method = method.to_owned();
-                handler.call(&method, request)
-            }
+            Some(handler) => handler.call(method, request),
             None => {
                 let status = Status::unimplemented(format!("unknown service {service}"));
                 Box::pin(std::future::ready(Err(status)))

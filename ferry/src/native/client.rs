@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::frame::{Frame, Limits};
-use super::{Outbound, read_preface, write_loop};
+use super::{Outbound, StreamIds, read_preface, write_loop};
 use crate::{Code, Metadata, Request, Response, Status};
 
 type Reply = Result<Response<Bytes>, Status>;
@@ -23,25 +23,32 @@ struct PendingCall {
     body: Option<Bytes>,
 }
 
+/// Calls awaiting their reply, by stream id.
+type Pending = HashMap<u32, PendingCall, StreamIds>;
+
 struct Shared {
-    pending: Mutex<HashMap<u32, PendingCall>>,
+    pending: Mutex<Pending>,
     /// Set once the connection can take no new calls (closed, or GOAWAY received).
     closed: AtomicBool,
 }
 
 impl Shared {
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u32, PendingCall>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Fails every pending call whose stream id is above `above`.
     fn fail_pending(&self, above: u32, status: &Status) {
-        let mut pending = self.pending();
-        let ids: Vec<u32> = pending.keys().copied().filter(|id| *id > above).collect();
-        for id in ids {
-            if let Some(call) = pending.remove(&id) {
-                let _ = call.reply.send(Err(status.clone()));
-            }
+        fail_above(&mut self.pending(), above, status);
+    }
+}
+
+/// Fails every call in `pending` whose stream id is above `above`.
+fn fail_above(pending: &mut Pending, above: u32, status: &Status) {
+    let ids: Vec<u32> = pending.keys().copied().filter(|id| *id > above).collect();
+    for id in ids {
+        if let Some(call) = pending.remove(&id) {
+            let _ = call.reply.send(Err(status.clone()));
         }
     }
 }
@@ -70,7 +77,7 @@ impl Connection {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         read_preface(&mut reader, &mut buf).await?;
         let shared = Arc::new(Shared {
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Pending::default()),
             closed: AtomicBool::new(false),
         });
         let reader_shared = shared.clone();
@@ -197,15 +204,21 @@ async fn read_loop(
     limits: &Limits,
 ) -> Status {
     loop {
-        loop {
-            match Frame::decode(&mut buf, limits) {
-                Ok(Some(frame)) => {
-                    if let Some(reason) = on_frame(frame, shared, tx) {
-                        return reason;
+        {
+            // One lock for every frame of this read (usually the replies of many calls).
+            let mut pending = shared.pending();
+            loop {
+                match Frame::decode(&mut buf, limits) {
+                    Ok(Some(frame)) => {
+                        if let Some(reason) = on_frame(frame, &mut pending, shared, tx) {
+                            return reason;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Status::unavailable(format!("protocol error from server: {e}"));
                     }
                 }
-                Ok(None) => break,
-                Err(e) => return Status::unavailable(format!("protocol error from server: {e}")),
             }
         }
         if buf.capacity() - buf.len() < 4096 {
@@ -222,6 +235,7 @@ async fn read_loop(
 /// Applies one frame from the server; returns a reason when the connection must close.
 fn on_frame(
     frame: Frame,
+    pending: &mut Pending,
     shared: &Shared,
     tx: &mpsc::WeakUnboundedSender<Outbound>,
 ) -> Option<Status> {
@@ -229,12 +243,12 @@ fn on_frame(
         Frame::Headers {
             stream, headers, ..
         } => {
-            if let Some(call) = shared.pending().get_mut(&stream) {
+            if let Some(call) = pending.get_mut(&stream) {
                 call.metadata.extend(headers.metadata);
             }
         }
         Frame::Data { stream, data, .. } => {
-            if let Some(call) = shared.pending().get_mut(&stream) {
+            if let Some(call) = pending.get_mut(&stream) {
                 call.body = Some(data);
             }
         }
@@ -243,8 +257,7 @@ fn on_frame(
             status,
             metadata,
         } => {
-            let call = shared.pending().remove(&stream);
-            if let Some(mut call) = call {
+            if let Some(mut call) = pending.remove(&stream) {
                 let reply = if status.code() == Code::Ok {
                     call.metadata.extend(metadata);
                     Ok(Response::from_parts(
@@ -258,7 +271,7 @@ fn on_frame(
             }
         }
         Frame::Cancel { stream, code } => {
-            if let Some(call) = shared.pending().remove(&stream) {
+            if let Some(call) = pending.remove(&stream) {
                 let _ = call
                     .reply
                     .send(Err(Status::new(code, "the server cancelled the call")));
@@ -281,7 +294,7 @@ fn on_frame(
             let status = Status::unavailable(format!(
                 "server going away ({code}: {message}); the call was not processed"
             ));
-            shared.fail_pending(last_stream, &status);
+            fail_above(pending, last_stream, &status);
         }
         Frame::Ping { ack: true, .. } | Frame::WindowUpdate { .. } => {}
     }

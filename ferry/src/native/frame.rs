@@ -4,6 +4,10 @@
 //! stream id (u32, big-endian) — followed by the payload. Decoding never panics: any malformed
 //! input yields a [`FrameError`], after which the connection is closed.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{LazyLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -119,7 +123,10 @@ pub enum FrameError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
     /// Full method path (`/package.Service/Method`); empty on response headers.
-    pub method: String,
+    ///
+    /// Borrowed when the path was interned (see [`intern_method`]), so decoding the HEADERS of
+    /// a call to a method seen before allocates nothing.
+    pub method: Cow<'static, str>,
     /// Time the caller grants the call, if any.
     pub timeout: Option<Duration>,
     /// Custom metadata.
@@ -416,6 +423,16 @@ impl Reader {
         String::from_utf8(b.to_vec()).map_err(|_| self.err("string is not UTF-8"))
     }
 
+    fn method(&mut self) -> Result<Cow<'static, str>, FrameError> {
+        let b = self.bytes()?;
+        if let Some(path) = intern_method(&b) {
+            return Ok(Cow::Borrowed(path));
+        }
+        String::from_utf8(b.to_vec())
+            .map(Cow::Owned)
+            .map_err(|_| self.err("string is not UTF-8"))
+    }
+
     fn code(&mut self) -> Result<Code, FrameError> {
         let c = self.u8()?;
         if c > 16 {
@@ -459,6 +476,64 @@ impl Reader {
     }
 }
 
+/// At most this many distinct method paths are interned per process.
+const MAX_INTERNED: usize = 1024;
+/// Longer method paths are never interned.
+const MAX_INTERNED_LEN: usize = 256;
+
+/// Every interned path; entries are leaked on purpose and never removed, so the table (and the
+/// memory it pins, at most `MAX_INTERNED * MAX_INTERNED_LEN` bytes) is bounded.
+static INTERNED: LazyLock<RwLock<HashMap<&'static [u8], &'static str>>> =
+    LazyLock::new(|| RwLock::new(HashMap::new()));
+
+thread_local! {
+    /// The paths this thread decoded last, checked before the shared table (no lock).
+    static RECENT: RefCell<[&'static str; 8]> = const { RefCell::new([""; 8]) };
+}
+
+/// The `'static` copy of a method path, interning it if the table has room.
+///
+/// Only well-formed paths (`/package.Service/Method`) are interned; `None` means the caller
+/// must allocate (a malformed path, an over-long one, or a full table).
+pub fn intern_method(raw: &[u8]) -> Option<&'static str> {
+    if raw.is_empty() {
+        return Some("");
+    }
+    let hit = RECENT.with_borrow(|recent| recent.iter().copied().find(|p| p.as_bytes() == raw));
+    if hit.is_some() {
+        return hit;
+    }
+    let found = INTERNED
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(raw)
+        .copied();
+    let path = match found {
+        Some(path) => path,
+        None => {
+            let text = std::str::from_utf8(raw).ok()?;
+            if raw.len() > MAX_INTERNED_LEN || crate::service::split_method_path(text).is_none() {
+                return None;
+            }
+            let mut table = INTERNED.write().unwrap_or_else(PoisonError::into_inner);
+            match table.get(raw) {
+                Some(path) => path,
+                None if table.len() >= MAX_INTERNED => return None,
+                None => {
+                    let path: &'static str = Box::leak(text.to_owned().into_boxed_str());
+                    table.insert(path.as_bytes(), path);
+                    path
+                }
+            }
+        }
+    };
+    RECENT.with_borrow_mut(|recent| {
+        recent.rotate_right(1);
+        recent[0] = path;
+    });
+    Some(path)
+}
+
 fn decode_payload(
     kind: Kind,
     flags: u8,
@@ -477,7 +552,7 @@ fn decode_payload(
     let end_stream = flags & FLAG_END_STREAM != 0;
     let frame = match kind {
         Kind::Headers => {
-            let method = r.string()?;
+            let method = r.method()?;
             let micros = r.varint()?;
             let metadata = r.metadata(limits)?;
             Frame::Headers {
@@ -712,6 +787,33 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn method_paths_are_interned_when_well_formed() {
+        let a = intern_method(b"/intern.v1.Svc/Call").expect("well-formed");
+        let b = intern_method(b"/intern.v1.Svc/Call").expect("well-formed");
+        assert_eq!(a, "/intern.v1.Svc/Call");
+        assert!(std::ptr::eq(a, b), "the same path is interned once");
+        assert_eq!(intern_method(b""), Some(""));
+        assert_eq!(intern_method(b"no-slashes"), None);
+        assert_eq!(intern_method(b"/a/\xff"), None);
+        assert_eq!(intern_method(&[b'/'; 300]), None);
+        // Decoding yields the same path either way.
+        let mut buf = BytesMut::new();
+        encode_headers(
+            &mut buf,
+            1,
+            true,
+            "not/interned/path",
+            None,
+            &Metadata::new(),
+        );
+        let Ok(Some(Frame::Headers { headers, .. })) = Frame::decode(&mut buf, &Limits::default())
+        else {
+            panic!("valid frame");
+        };
+        assert!(matches!(headers.method, Cow::Owned(ref m) if m == "not/interned/path"));
+    }
+
     proptest! {
         #[test]
         fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
@@ -751,7 +853,7 @@ mod tests {
                 stream,
                 end_stream: false,
                 headers: Headers {
-                    method,
+                    method: method.into(),
                     timeout: (micros > 0).then(|| Duration::from_micros(micros)),
                     metadata,
                 },

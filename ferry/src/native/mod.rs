@@ -9,6 +9,8 @@ pub mod frame;
 pub(crate) mod server;
 
 use std::borrow::Cow;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -17,6 +19,67 @@ use tokio::sync::mpsc;
 
 use crate::{Code, Metadata, Response, Status};
 use frame::*;
+
+/// Random per process, so a peer cannot choose stream ids that collide in our tables.
+static STREAM_ID_KEYS: LazyLock<(u64, u64)> = LazyLock::new(|| {
+    let state = std::collections::hash_map::RandomState::new();
+    (state.hash_one(1u64), state.hash_one(2u64) | 1)
+});
+
+/// Hashes maps keyed by stream id: a keyed multiply-xorshift, far cheaper than SipHash for a
+/// `u32` key, with random keys so that ids picked by a peer do not pile into one bucket.
+#[derive(Clone, Copy)]
+pub(crate) struct StreamIds {
+    seed: u64,
+    multiplier: u64,
+}
+
+impl Default for StreamIds {
+    fn default() -> StreamIds {
+        let (seed, multiplier) = *STREAM_ID_KEYS;
+        StreamIds { seed, multiplier }
+    }
+}
+
+impl BuildHasher for StreamIds {
+    type Hasher = StreamIdHasher;
+
+    fn build_hasher(&self) -> StreamIdHasher {
+        StreamIdHasher {
+            state: self.seed,
+            multiplier: self.multiplier,
+        }
+    }
+}
+
+/// See [`StreamIds`].
+pub(crate) struct StreamIdHasher {
+    state: u64,
+    multiplier: u64,
+}
+
+impl StreamIdHasher {
+    fn mix(&mut self, word: u64) {
+        let h = (self.state ^ word).wrapping_mul(self.multiplier);
+        self.state = h ^ (h >> 29);
+    }
+}
+
+impl Hasher for StreamIdHasher {
+    fn finish(&self) -> u64 {
+        self.state
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.mix(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        self.mix(u64::from(id));
+    }
+}
 
 /// Stop coalescing frames into one write once the buffer holds this much.
 const MAX_BATCH: usize = 256 * 1024;
@@ -44,11 +107,6 @@ pub(crate) enum Outbound {
         ack: bool,
         payload: u64,
     },
-    GoAway {
-        last_stream: u32,
-        code: Code,
-        message: String,
-    },
 }
 
 impl Outbound {
@@ -64,25 +122,29 @@ impl Outbound {
                 encode_headers(dst, stream, false, &method, timeout, &metadata);
                 encode_data(dst, stream, true, &body);
             }
-            Outbound::Reply { stream, result } => match result {
-                Ok(response) => {
-                    let (metadata, body) = response.into_parts();
-                    if !metadata.is_empty() {
-                        encode_headers(dst, stream, false, "", None, &metadata);
-                    }
-                    encode_data(dst, stream, false, &body);
-                    encode_status(dst, stream, &Status::new(Code::Ok, ""), &Metadata::new());
-                }
-                Err(status) => encode_status(dst, stream, &status, &Metadata::new()),
-            },
+            Outbound::Reply { stream, result } => encode_reply(dst, stream, result),
             Outbound::Cancel { stream, code } => encode_cancel(dst, stream, code),
             Outbound::Ping { ack, payload } => encode_ping(dst, ack, payload),
-            Outbound::GoAway {
-                last_stream,
-                code,
-                message,
-            } => encode_goaway(dst, last_stream, code, &message),
         }
+    }
+}
+
+/// Encodes a unary reply: optional HEADERS, DATA, then STATUS; or STATUS alone on error.
+pub(crate) fn encode_reply(
+    dst: &mut BytesMut,
+    stream: u32,
+    result: Result<Response<Bytes>, Status>,
+) {
+    match result {
+        Ok(response) => {
+            let (metadata, body) = response.into_parts();
+            if !metadata.is_empty() {
+                encode_headers(dst, stream, false, "", None, &metadata);
+            }
+            encode_data(dst, stream, false, &body);
+            encode_status(dst, stream, &Status::new(Code::Ok, ""), &Metadata::new());
+        }
+        Err(status) => encode_status(dst, stream, &status, &Metadata::new()),
     }
 }
 
@@ -97,11 +159,12 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     io.write_all(&PREFACE).await?;
     while let Some(first) = rx.recv().await {
         first.encode(&mut buf);
-        while buf.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(next) => next.encode(&mut buf),
-                Err(_) => break,
-            }
+        drain(&mut rx, &mut buf);
+        if buf.len() < MAX_BATCH {
+            // The task that queued `first` woke us straight away (tokio runs a just-woken task
+            // next); let every other runnable task queue its frames too, so they share a write.
+            tokio::task::yield_now().await;
+            drain(&mut rx, &mut buf);
         }
         io.write_all(&buf).await?;
         buf.clear();
@@ -110,6 +173,16 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
         }
     }
     io.shutdown().await
+}
+
+/// Encodes queued work into `buf` until the queue is empty or the batch is full.
+fn drain(rx: &mut mpsc::UnboundedReceiver<Outbound>, buf: &mut BytesMut) {
+    while buf.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(next) => next.encode(buf),
+            Err(_) => break,
+        }
+    }
 }
 
 /// Reads into `buf` until it holds a full preface; checks it. Returns `false` on clean EOF.

@@ -3,24 +3,24 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
 
-use super::frame::{Frame, Headers, Limits};
-use super::{Outbound, read_preface, write_loop};
+use super::frame::{self, Frame, Headers, Limits, PREFACE};
+use super::{MAX_BATCH, Outbound, StreamIds, encode_reply, read_preface};
 
 /// How long a new connection may take to send its preface before it is closed.
 pub const PREFACE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-use crate::service::BoxService;
+use crate::service::{BoxFuture, BoxService, RawResult};
 use crate::{Code, Request, Status};
 
 /// Per-connection settings of the native protocol on the server.
@@ -30,8 +30,6 @@ pub(crate) struct ConnConfig {
     pub max_concurrent_streams: usize,
 }
 
-type Active = Arc<Mutex<HashMap<u32, AbortHandle>>>;
-
 /// Signals that end a connection: `drain` finishes in-flight calls, `force` aborts them.
 #[derive(Clone)]
 pub(crate) struct Shutdown {
@@ -39,23 +37,31 @@ pub(crate) struct Shutdown {
     pub force: CancellationToken,
 }
 
+/// One connection's state, owned by the single task that serves it.
+///
+/// That task reads and decodes frames, runs each handler's first poll inline (most unary
+/// handlers finish there, so they need no task of their own), spawns a task only for a handler
+/// that has to wait, and encodes every reply into one buffer written once per batch of input.
 struct Conn {
-    tx: mpsc::UnboundedSender<Outbound>,
+    /// Clones go to spawned handlers, which send their replies back to the connection task.
+    replies: mpsc::UnboundedSender<Outbound>,
     svc: BoxService,
     peer: Option<SocketAddr>,
     cfg: Arc<ConnConfig>,
-    handlers: TaskTracker,
-    active: Active,
+    /// Handlers running on their own task, by stream id.
+    active: HashMap<u32, AbortHandle, StreamIds>,
     /// Streams whose HEADERS arrived and whose DATA has not.
-    open: HashMap<u32, Headers>,
+    open: HashMap<u32, Headers, StreamIds>,
     last_stream: u32,
     draining: bool,
+    /// Frames waiting to be written.
+    out: BytesMut,
 }
 
 /// Serves a connection whose first bytes (possibly the whole preface) are already in `buf`.
 pub(crate) async fn serve_connection<R, W>(
     mut reader: R,
-    writer: W,
+    mut writer: W,
     mut buf: BytesMut,
     peer: Option<SocketAddr>,
     svc: BoxService,
@@ -79,39 +85,56 @@ pub(crate) async fn serve_connection<R, W>(
             return;
         }
     }
-    let (tx, rx) = mpsc::unbounded_channel();
-    let writer_task = tokio::spawn(write_loop(writer, rx));
+    let (replies, mut rx) = mpsc::unbounded_channel();
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    out.extend_from_slice(&PREFACE);
     let mut conn = Conn {
-        tx,
+        replies,
         svc,
         peer,
         cfg,
-        handlers: TaskTracker::new(),
-        active: Arc::default(),
-        open: HashMap::new(),
+        active: HashMap::default(),
+        open: HashMap::default(),
         last_stream: 0,
         draining: false,
+        out,
     };
-    let clean = conn.run(&mut reader, &mut buf, &shutdown).await;
+    let clean = conn
+        .run(&mut reader, &mut writer, &mut buf, &mut rx, &shutdown)
+        .await;
     if !clean {
         conn.abort_all();
     }
-    drop(conn);
-    match writer_task.await {
-        Ok(Err(e)) => tracing::debug!(?peer, "write error: {e}"),
-        Err(e) => tracing::debug!(?peer, "writer task failed: {e}"),
-        Ok(Ok(())) => {}
+    // Whatever is still queued (a GOAWAY, replies) goes out before the write half closes.
+    let finish = async {
+        writer.write_all(&conn.out).await?;
+        writer.shutdown().await
+    };
+    tokio::select! {
+        biased;
+        _ = shutdown.force.cancelled() => {}
+        written = finish => {
+            if let Err(e) = written {
+                tracing::debug!(?peer, "write error: {e}");
+            }
+        }
     }
 }
 
 impl Conn {
     /// Runs until the peer leaves or shutdown completes; `true` when every call finished.
-    async fn run<R: AsyncRead + Unpin>(
+    async fn run<R, W>(
         &mut self,
         reader: &mut R,
+        writer: &mut W,
         buf: &mut BytesMut,
+        rx: &mut mpsc::UnboundedReceiver<Outbound>,
         shutdown: &Shutdown,
-    ) -> bool {
+    ) -> bool
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         loop {
             loop {
                 match Frame::decode(buf, &self.cfg.limits) {
@@ -128,6 +151,23 @@ impl Conn {
                     }
                 }
             }
+            if !self.out.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.force.cancelled() => return false,
+                    written = writer.write_all(&self.out) => if let Err(e) = written {
+                        tracing::debug!(peer = ?self.peer, "write error: {e}");
+                        return false;
+                    },
+                }
+                self.out.clear();
+                if self.out.capacity() > 4 * MAX_BATCH {
+                    self.out = BytesMut::with_capacity(16 * 1024);
+                }
+            }
+            if self.draining && self.open.is_empty() && self.active.is_empty() {
+                return true;
+            }
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(16 * 1024);
             }
@@ -135,7 +175,21 @@ impl Conn {
                 biased;
                 _ = shutdown.force.cancelled() => return false,
                 _ = shutdown.drain.cancelled(), if !self.draining => self.start_draining(),
-                _ = self.handlers.wait(), if self.draining && self.open.is_empty() => return true,
+                reply = rx.recv() => {
+                    // `self.replies` keeps the channel open, so there is always a reply here.
+                    if let Some(reply) = reply {
+                        self.on_reply(reply);
+                    }
+                    // Let other handlers that are ready finish too, so their replies share
+                    // this write.
+                    tokio::task::yield_now().await;
+                    while self.out.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(reply) => self.on_reply(reply),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 read = reader.read_buf(buf) => match read {
                     Ok(0) => return false,
                     Ok(_) => {}
@@ -148,37 +202,43 @@ impl Conn {
         }
     }
 
+    /// A reply from a handler that ran on its own task; dropped if the call was cancelled.
+    fn on_reply(&mut self, reply: Outbound) {
+        if let Outbound::Reply { stream, result } = reply
+            && self.active.remove(&stream).is_some()
+        {
+            encode_reply(&mut self.out, stream, result);
+        }
+    }
+
     fn start_draining(&mut self) {
         self.draining = true;
-        self.handlers.close();
-        let _ = self.tx.send(Outbound::GoAway {
-            last_stream: self.last_stream,
-            code: Code::Unavailable,
-            message: "server is shutting down".into(),
-        });
+        frame::encode_goaway(
+            &mut self.out,
+            self.last_stream,
+            Code::Unavailable,
+            "server is shutting down",
+        );
     }
 
-    fn protocol_error(&self, status: Status) {
+    fn protocol_error(&mut self, status: Status) {
         tracing::debug!(peer = ?self.peer, "closing connection: {status}");
-        let _ = self.tx.send(Outbound::GoAway {
-            last_stream: self.last_stream,
-            code: status.code(),
-            message: status.message().to_owned(),
-        });
+        frame::encode_goaway(
+            &mut self.out,
+            self.last_stream,
+            status.code(),
+            status.message(),
+        );
     }
 
-    fn abort_all(&self) {
-        let active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
-        for handle in active.values() {
+    fn abort_all(&mut self) {
+        for (_, handle) in self.active.drain() {
             handle.abort();
         }
     }
 
-    fn reply(&self, stream: u32, status: Status) {
-        let _ = self.tx.send(Outbound::Reply {
-            stream,
-            result: Err(status),
-        });
+    fn reply(&mut self, stream: u32, status: Status) {
+        encode_reply(&mut self.out, stream, Err(status));
     }
 
     async fn on_frame(&mut self, frame: Frame) -> Result<(), Status> {
@@ -198,7 +258,7 @@ impl Conn {
                     self.reply(stream, Status::unavailable("server is shutting down"));
                     return Ok(());
                 }
-                let in_flight = self.open.len() + self.handlers.len();
+                let in_flight = self.open.len() + self.active.len();
                 if in_flight >= self.cfg.max_concurrent_streams {
                     self.reply(
                         stream,
@@ -234,21 +294,14 @@ impl Conn {
             }
             Frame::Cancel { stream, .. } => {
                 self.open.remove(&stream);
-                let handle = self
-                    .active
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&stream);
-                if let Some(handle) = handle {
+                if let Some(handle) = self.active.remove(&stream) {
                     handle.abort();
                 }
             }
             Frame::Ping {
                 ack: false,
                 payload,
-            } => {
-                let _ = self.tx.send(Outbound::Ping { ack: true, payload });
-            }
+            } => frame::encode_ping(&mut self.out, true, payload),
             Frame::Ping { ack: true, .. } | Frame::GoAway { .. } | Frame::WindowUpdate { .. } => {}
             Frame::Status { .. } => {
                 return Err(Status::internal("clients must not send STATUS frames"));
@@ -259,23 +312,40 @@ impl Conn {
 
     async fn dispatch(&mut self, stream: u32, headers: Headers, body: Bytes) {
         let deadline = headers.timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut request = Request::new(body);
-        request.set_method(headers.method);
-        *request.metadata_mut() = headers.metadata;
-        request.set_deadline(deadline);
-        request.set_peer(self.peer);
+        let request =
+            Request::from_wire(headers.method, headers.metadata, deadline, self.peer, body);
+        // Opt-in server timing wraps the handler's future; only then does it need a second box.
         let timing = crate::service::wants_server_timing(request.metadata());
-        let future = match self.svc.ready().await {
-            Ok(svc) => crate::service::with_server_timing(timing, svc.call(request)),
+        let mut future: BoxFuture<RawResult> = match self.svc.ready().await {
+            Ok(svc) if timing => {
+                Box::pin(crate::service::with_server_timing(true, svc.call(request)))
+            }
+            Ok(svc) => svc.call(request),
             Err(status) => {
                 self.reply(stream, status);
                 return;
             }
         };
-        let tx = self.tx.clone();
-        let active = self.active.clone();
-        let mut guard = self.active.lock().unwrap_or_else(PoisonError::into_inner);
-        let task = self.handlers.spawn(async move {
+        // The first poll runs right here: a handler that finishes without waiting (the common
+        // unary case) costs no task, no channel hop and no lock. Its outcome is what a spawned
+        // task would have produced: a timeout polls the call before the clock, so a call that
+        // is ready wins even past its deadline, and a panic becomes INTERNAL.
+        let mut cx = Context::from_waker(Waker::noop());
+        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
+            Ok(Poll::Ready(result)) => {
+                encode_reply(&mut self.out, stream, result);
+                return;
+            }
+            Ok(Poll::Pending) => {}
+            Err(_panic) => {
+                self.reply(stream, Status::internal("the handler panicked"));
+                return;
+            }
+        }
+        // It has to wait: give it a task (it re-registers its wakers when first polled there),
+        // under the deadline, and let CANCEL abort it.
+        let replies = self.replies.clone();
+        let task = tokio::spawn(async move {
             let guarded = AssertUnwindSafe(future).catch_unwind();
             let outcome = match deadline {
                 Some(d) => tokio::time::timeout_at(d.into(), guarded).await,
@@ -288,12 +358,8 @@ impl Conn {
                     "the call's deadline passed before the handler finished",
                 )),
             };
-            active
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&stream);
-            let _ = tx.send(Outbound::Reply { stream, result });
+            let _ = replies.send(Outbound::Reply { stream, result });
         });
-        guard.insert(stream, task.abort_handle());
+        self.active.insert(stream, task.abort_handle());
     }
 }

@@ -1,0 +1,54 @@
+//! Ferry over its native protocol: a Ferry server and Ferry's generated client.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::load::{self, Measured};
+
+mod pb {
+    #![allow(missing_docs, dead_code, clippy::all)]
+    ferry::include_proto!("echo.v1");
+}
+
+struct Echo;
+
+impl pb::Echo for Echo {
+    async fn echo(
+        &self,
+        request: ferry::Request<pb::EchoRequest>,
+    ) -> Result<ferry::Response<pb::EchoResponse>, ferry::Status> {
+        let pb::EchoRequest { payload } = request.into_inner();
+        Ok(ferry::Response::new(pb::EchoResponse { payload }))
+    }
+}
+
+pub async fn serve(listener: tokio::net::TcpListener) {
+    let _ = ferry::Server::builder()
+        .add_service(pb::EchoServer::new(Echo))
+        .serve_with_shutdown(listener, std::future::pending())
+        .await;
+}
+
+pub async fn client(
+    addr: SocketAddr,
+    size: usize,
+    concurrency: usize,
+    warmup: Duration,
+    window: Duration,
+) -> Result<Measured, String> {
+    let client = pb::EchoClient::connect(format!("ferry://{addr}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let payload = vec![0xabu8; size];
+    load::closed_loop(concurrency, warmup, window, move || {
+        let (client, payload) = (client.clone(), payload.clone());
+        async move {
+            let reply = client
+                .echo(pb::EchoRequest { payload })
+                .await
+                .map_err(|e| e.to_string())?;
+            crate::check_len(reply.get_ref().payload.len(), size)
+        }
+    })
+    .await
+}

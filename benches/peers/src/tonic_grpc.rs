@@ -1,0 +1,68 @@
+//! tonic (gRPC over HTTP/2): a tonic server and tonic's generated client.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::load::{self, Measured};
+
+pub mod pb {
+    #![allow(missing_docs, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/tonic/echo.v1.rs"));
+}
+
+use pb::echo_client::EchoClient;
+use pb::echo_server::{Echo, EchoServer};
+
+struct Service;
+
+#[tonic::async_trait]
+impl Echo for Service {
+    async fn echo(
+        &self,
+        request: tonic::Request<pb::EchoRequest>,
+    ) -> Result<tonic::Response<pb::EchoResponse>, tonic::Status> {
+        let pb::EchoRequest { payload } = request.into_inner();
+        Ok(tonic::Response::new(pb::EchoResponse { payload }))
+    }
+}
+
+pub async fn serve(listener: tokio::net::TcpListener) {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let _ = tonic::transport::Server::builder()
+        .add_service(EchoServer::new(Service))
+        .serve_with_incoming(incoming)
+        .await;
+}
+
+/// A tonic client on one HTTP/2 connection to `addr` (also used against Ferry's gRPC server).
+pub async fn connect(addr: SocketAddr) -> Result<EchoClient<tonic::transport::Channel>, String> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(EchoClient::new(channel))
+}
+
+pub async fn client(
+    addr: SocketAddr,
+    size: usize,
+    concurrency: usize,
+    warmup: Duration,
+    window: Duration,
+) -> Result<Measured, String> {
+    let client = connect(addr).await?;
+    let payload = vec![0xabu8; size];
+    load::closed_loop(concurrency, warmup, window, move || {
+        let (mut client, payload) = (client.clone(), payload.clone());
+        async move {
+            let reply = client
+                .echo(pb::EchoRequest { payload })
+                .await
+                .map_err(|e| e.to_string())?;
+            crate::check_len(reply.get_ref().payload.len(), size)
+        }
+    })
+    .await
+}
