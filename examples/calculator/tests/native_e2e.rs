@@ -400,3 +400,66 @@ async fn the_client_reconnects_after_the_server_restarts() {
     }
     restarted.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_oversized_request_fails_only_its_own_call() {
+    let mut fx = start_slow(Duration::from_secs(5)).await;
+    let target = target(&fx.server);
+    let channel = Channel::connect(target.clone()).await.unwrap();
+    let client = pb::CalculatorClient::new(channel.clone());
+    // A call in flight on the same connection while the oversized one is refused.
+    let in_flight = {
+        let client = client.clone();
+        tokio::spawn(async move { client.add(CalculateRequest { a: -1.0, b: 200.0 }).await })
+    };
+    fx.started.recv().await.unwrap();
+
+    let mut big = Request::new(bytes::Bytes::from(vec![0u8; 5 * 1024 * 1024]));
+    big.set_method("/calculator.v1.Calculator/Add");
+    let status = channel.call(big).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    assert!(status.message().contains("exceeds the limit"), "{status}");
+
+    let mut fat = Request::new(CalculateRequest { a: 1.0, b: 1.0 });
+    fat.metadata_mut().insert("x-fat", "m".repeat(64 * 1024));
+    let status = client.add(fat).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+
+    assert_eq!(in_flight.await.unwrap().unwrap().into_inner().result, 199.0);
+    let answer = client
+        .multiply(CalculateRequest { a: 2.0, b: 3.0 })
+        .await
+        .unwrap();
+    assert_eq!(answer.into_inner().result, 6.0);
+    assert_eq!(fx.peers.lock().unwrap().len(), 1, "the connection survived");
+}
+
+#[tokio::test]
+async fn an_oversized_reply_fails_only_its_own_call() {
+    let server = start_calculator().await;
+    let channel = Channel::builder(target(&server))
+        .max_message_size(4)
+        .connect()
+        .await
+        .unwrap();
+    let calc = Calculator::new(channel);
+    // 0 + 0 encodes to an empty message; 1.5 + 1 needs 9 bytes.
+    assert_eq!(calc.add(0.0, 0.0).await.unwrap(), 0.0);
+    let status = calc.add(1.5, 1.0).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    assert_eq!(calc.add(0.0, 0.0).await.unwrap(), 0.0);
+}
+
+#[tokio::test]
+async fn an_enormous_timeout_is_not_a_tiny_one() {
+    let mut fx = start_slow(Duration::from_secs(5)).await;
+    let client = pb::CalculatorClient::connect(target(&fx.server))
+        .await
+        .unwrap();
+    // More microseconds than fit in 64 bits: must saturate, not wrap around to 1 ms.
+    let timeout = Duration::from_micros(u64::MAX) + Duration::from_millis(1);
+    let request = Request::new(CalculateRequest { a: -1.0, b: 20.0 }).with_timeout(timeout);
+    let answer = client.add(request).await.unwrap();
+    assert_eq!(answer.into_inner().result, 19.0);
+    fx.started.recv().await.unwrap();
+}

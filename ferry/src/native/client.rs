@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::frame::{Frame, Limits};
-use super::{Outbound, StreamIds, read_preface, write_loop};
+use super::frame::{Frame, FrameError, HEADER_LEN, Kind, Limits};
+use super::{MAX_DISCARD, Outbound, StreamIds, read_preface, write_loop};
 use crate::{Code, Metadata, Request, Response, Status};
 
 type Reply = Result<Response<Bytes>, Status>;
@@ -203,11 +203,21 @@ async fn read_loop(
     tx: &mpsc::WeakUnboundedSender<Outbound>,
     limits: &Limits,
 ) -> Status {
+    // Bytes of an oversized reply still to skip.
+    let mut discard = 0usize;
     loop {
         {
             // One lock for every frame of this read (usually the replies of many calls).
             let mut pending = shared.pending();
             loop {
+                if discard > 0 {
+                    let skip = discard.min(buf.len());
+                    buf.advance(skip);
+                    discard -= skip;
+                    if discard > 0 {
+                        break;
+                    }
+                }
                 match Frame::decode(&mut buf, limits) {
                     Ok(Some(frame)) => {
                         if let Some(reason) = on_frame(frame, &mut pending, shared, tx) {
@@ -215,6 +225,21 @@ async fn read_loop(
                         }
                     }
                     Ok(None) => break,
+                    // A reply too large for this client fails only its call.
+                    Err(FrameError::FrameTooLarge {
+                        len,
+                        max,
+                        kind: Some(Kind::Headers | Kind::Data | Kind::Status),
+                        stream,
+                    }) if len <= MAX_DISCARD => {
+                        buf.advance(HEADER_LEN);
+                        discard = len;
+                        if let Some(call) = pending.remove(&stream) {
+                            let _ = call.reply.send(Err(Status::resource_exhausted(format!(
+                                "response message of {len} bytes exceeds the limit of {max} bytes"
+                            ))));
+                        }
+                    }
                     Err(e) => {
                         return Status::unavailable(format!("protocol error from server: {e}"));
                     }

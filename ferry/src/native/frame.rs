@@ -90,21 +90,28 @@ pub enum FrameError {
     /// The peer speaks a protocol version we do not.
     #[error("unsupported protocol version {0} (this side speaks {VERSION})")]
     UnsupportedVersion(u8),
-    /// A frame announced a payload larger than the limit.
+    /// A frame announced a payload larger than the limit. Nothing was consumed; the header
+    /// is intact, so a peer may skip the payload and fail only that stream.
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
     FrameTooLarge {
         /// Announced payload length.
         len: usize,
         /// The configured limit.
         max: usize,
+        /// The frame's kind, if it is a known one.
+        kind: Option<Kind>,
+        /// The frame's stream id.
+        stream: u32,
     },
-    /// Metadata larger than the limit.
+    /// Metadata larger than the limit. The whole frame was consumed, so only its stream fails.
     #[error("metadata of {len} bytes exceeds the limit of {max} bytes")]
     MetadataTooLarge {
         /// Total metadata size.
         len: usize,
         /// The configured limit.
         max: usize,
+        /// The frame's stream id.
+        stream: u32,
     },
     /// A frame kind this version does not know.
     #[error("unknown frame kind {0:#04x}")]
@@ -251,7 +258,10 @@ pub fn encode_headers(
     timeout: Option<Duration>,
     metadata: &Metadata,
 ) {
-    let micros = timeout.map_or(0, |t| (t.as_micros() as u64).max(1));
+    // Saturate: a timeout beyond u64 microseconds (half a million years) means "no hurry".
+    let micros = timeout.map_or(0, |t| {
+        u64::try_from(t.as_micros()).unwrap_or(u64::MAX).max(1)
+    });
     let len = bytes_len(method.len()) + encoded_len_varint(micros) + metadata_len(metadata);
     let flags = if end_stream { FLAG_END_STREAM } else { 0 };
     put_header(dst, len, Kind::Headers, flags, stream);
@@ -357,6 +367,8 @@ impl Frame {
             return Err(FrameError::FrameTooLarge {
                 len,
                 max: limits.max_frame_size,
+                kind: Kind::from_u8(src[4]),
+                stream: u32::from_be_bytes([src[6], src[7], src[8], src[9]]),
             });
         }
         let kind = Kind::from_u8(src[4]).ok_or(FrameError::UnknownKind(src[4]))?;
@@ -368,7 +380,14 @@ impl Frame {
         let stream = u32::from_be_bytes([src[6], src[7], src[8], src[9]]);
         src.advance(HEADER_LEN);
         let payload = src.split_to(len).freeze();
-        decode_payload(kind, flags, stream, payload, limits).map(Some)
+        decode_payload(kind, flags, stream, payload, limits)
+            .map(Some)
+            .map_err(|e| match e {
+                FrameError::MetadataTooLarge { len, max, .. } => {
+                    FrameError::MetadataTooLarge { len, max, stream }
+                }
+                other => other,
+            })
     }
 }
 
@@ -434,11 +453,8 @@ impl Reader {
     }
 
     fn code(&mut self) -> Result<Code, FrameError> {
-        let c = self.u8()?;
-        if c > 16 {
-            return Err(self.err("status code out of range"));
-        }
-        Ok(Code::from_i32(c as i32))
+        // Codes this version does not know read as UNKNOWN, as gRPC does.
+        Ok(Code::from_i32(i32::from(self.u8()?)))
     }
 
     fn metadata(&mut self, limits: &Limits) -> Result<Metadata, FrameError> {
@@ -460,6 +476,7 @@ impl Reader {
                 return Err(FrameError::MetadataTooLarge {
                     len: total,
                     max: limits.max_metadata_size,
+                    stream: 0,
                 });
             }
             md.append_raw(key, value);
@@ -765,11 +782,11 @@ mod tests {
             decode(raw(0, 2, 0, 0, &[])),
             Err(FrameError::Malformed { .. })
         ));
-        // Status code out of range.
-        assert!(matches!(
-            decode(raw(4, 3, 0, 1, &[99, 0, 0, 0])),
-            Err(FrameError::Malformed { .. })
-        ));
+        // A status code this version does not know reads as UNKNOWN (forward compatible).
+        match decode(raw(4, 3, 0, 1, &[99, 0, 0, 0])) {
+            Ok(Some(Frame::Status { status, .. })) => assert_eq!(status.code(), Code::Unknown),
+            other => panic!("expected a STATUS frame, got {other:?}"),
+        }
         // Metadata over the limit.
         let mut md = Metadata::new();
         md.insert("k", "v".repeat(100));

@@ -84,6 +84,11 @@ impl Hasher for StreamIdHasher {
 /// Stop coalescing frames into one write once the buffer holds this much.
 const MAX_BATCH: usize = 256 * 1024;
 
+/// The most either end skips of one oversized message (failing only its call) before it gives
+/// up on the connection instead: skipping is cheap, but must not let a peer stream unbounded
+/// data at us.
+pub(crate) const MAX_DISCARD: usize = 64 * 1024 * 1024;
+
 /// Work for a connection's writer task; encoded into frames in batches.
 pub(crate) enum Outbound {
     /// A unary request: HEADERS then DATA with END_STREAM.

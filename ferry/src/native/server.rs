@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -15,8 +15,8 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
-use super::frame::{self, Frame, Headers, Limits, PREFACE};
-use super::{MAX_BATCH, Outbound, StreamIds, encode_reply, read_preface};
+use super::frame::{self, Frame, FrameError, HEADER_LEN, Headers, Kind, Limits, PREFACE};
+use super::{MAX_BATCH, MAX_DISCARD, Outbound, StreamIds, encode_reply, read_preface};
 
 /// How long a new connection may take to send its preface before it is closed.
 pub const PREFACE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -56,6 +56,8 @@ struct Conn {
     draining: bool,
     /// Frames waiting to be written.
     out: BytesMut,
+    /// Bytes of an oversized frame's payload still to skip.
+    discard: usize,
 }
 
 /// Serves a connection whose first bytes (possibly the whole preface) are already in `buf`.
@@ -98,6 +100,7 @@ pub(crate) async fn serve_connection<R, W>(
         last_stream: 0,
         draining: false,
         out,
+        discard: 0,
     };
     let clean = conn
         .run(&mut reader, &mut writer, &mut buf, &mut rx, &shutdown)
@@ -137,6 +140,14 @@ impl Conn {
     {
         loop {
             loop {
+                if self.discard > 0 {
+                    let skip = self.discard.min(buf.len());
+                    buf.advance(skip);
+                    self.discard -= skip;
+                    if self.discard > 0 {
+                        break;
+                    }
+                }
                 match Frame::decode(buf, &self.cfg.limits) {
                     Ok(Some(frame)) => {
                         if let Err(status) = self.on_frame(frame).await {
@@ -146,8 +157,10 @@ impl Conn {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        self.protocol_error(Status::internal(format!("protocol error: {e}")));
-                        return false;
+                        if let Err(status) = self.on_oversized(e, buf) {
+                            self.protocol_error(status);
+                            return false;
+                        }
                     }
                 }
             }
@@ -209,6 +222,49 @@ impl Conn {
         {
             encode_reply(&mut self.out, stream, result);
         }
+    }
+
+    /// Fails only the offending stream when a request's message or metadata is over the limit
+    /// (skipping the rest of its frame); any other decoding error ends the connection.
+    fn on_oversized(&mut self, error: FrameError, buf: &mut BytesMut) -> Result<(), Status> {
+        let (stream, kind, what) = match &error {
+            FrameError::FrameTooLarge {
+                len,
+                max,
+                kind: Some(kind @ (Kind::Headers | Kind::Data)),
+                stream,
+            } if *len <= MAX_DISCARD => {
+                buf.advance(HEADER_LEN);
+                self.discard = *len;
+                let what =
+                    format!("request message of {len} bytes exceeds the limit of {max} bytes");
+                (*stream, *kind, what)
+            }
+            FrameError::MetadataTooLarge { len, max, stream } => {
+                let what =
+                    format!("request metadata of {len} bytes exceeds the limit of {max} bytes");
+                (*stream, Kind::Headers, what)
+            }
+            _ => return Err(Status::internal(format!("protocol error: {error}"))),
+        };
+        match kind {
+            Kind::Headers => {
+                if stream % 2 == 0 || stream <= self.last_stream {
+                    return Err(Status::internal(format!(
+                        "stream id {stream} is not odd and increasing"
+                    )));
+                }
+                self.last_stream = stream;
+            }
+            _ => {
+                // DATA for a stream we no longer track (cancelled or refused) is skipped quietly.
+                if self.open.remove(&stream).is_none() {
+                    return Ok(());
+                }
+            }
+        }
+        self.reply(stream, Status::resource_exhausted(what));
+        Ok(())
     }
 
     fn start_draining(&mut self) {
