@@ -11,32 +11,44 @@ use prost_reflect::{DynamicMessage, SerializeOptions};
 /// # let desc = pool.get_message_by_name("google.protobuf.DoubleValue").unwrap();
 /// let mut message = prost_reflect::DynamicMessage::new(desc);
 /// message.set_field_by_name("value", prost_reflect::Value::F64(3.0));
-/// let json = ferry::json::to_value(&message, &Default::default()).unwrap();
-/// assert_eq!(json.to_string(), "3");
+/// let json = ferry::json::to_vec(&message, &Default::default()).unwrap();
+/// assert_eq!(json, b"3");
 /// ```
+pub fn to_vec(
+    message: &DynamicMessage,
+    options: &SerializeOptions,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = Vec::with_capacity(128);
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, WholeNumbers);
+    message.serialize_with_options(&mut serializer, options)?;
+    Ok(out)
+}
+
+/// [`to_vec`] as a JSON tree, for callers that format it further.
 pub fn to_value(
     message: &DynamicMessage,
     options: &SerializeOptions,
 ) -> Result<serde_json::Value, serde_json::Error> {
-    let mut value = message.serialize_with_options(serde_json::value::Serializer, options)?;
-    integral_floats_as_integers(&mut value);
-    Ok(value)
+    serde_json::from_slice(&to_vec(message, options)?)
 }
 
-fn integral_floats_as_integers(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Number(n) => {
-            if let Some(f) = n.as_f64()
-                && n.is_f64()
-                && f.fract() == 0.0
-                && f.abs() < 9_007_199_254_740_992.0
-            {
-                *n = serde_json::Number::from(f as i64);
-            }
+/// serde_json's compact format, but whole-number floats are written as integers.
+struct WholeNumbers;
+
+/// The largest magnitude at which every integer is exactly representable in an f64 (2^53).
+const EXACT: f64 = 9_007_199_254_740_992.0;
+
+impl serde_json::ser::Formatter for WholeNumbers {
+    fn write_f64<W: ?Sized + std::io::Write>(&mut self, w: &mut W, v: f64) -> std::io::Result<()> {
+        if v.fract() == 0.0 && v.abs() < EXACT {
+            self.write_i64(w, v as i64)
+        } else {
+            serde_json::ser::CompactFormatter.write_f64(w, v)
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
-        serde_json::Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
-        _ => {}
+    }
+
+    fn write_f32<W: ?Sized + std::io::Write>(&mut self, w: &mut W, v: f32) -> std::io::Result<()> {
+        self.write_f64(w, f64::from(v))
     }
 }
 
@@ -46,8 +58,13 @@ mod tests {
 
     #[test]
     fn whole_doubles_print_as_integers() {
-        let mut v = serde_json::json!({"a": 3.0, "b": [0.5, -2.0], "c": "3.0"});
-        integral_floats_as_integers(&mut v);
-        assert_eq!(v.to_string(), r#"{"a":3,"b":[0.5,-2],"c":"3.0"}"#);
+        let v = serde_json::json!({"a": 3.0, "b": [0.5, -2.0, 1e300], "c": "3.0", "d": -0.0});
+        let mut out = Vec::new();
+        let mut serializer = serde_json::Serializer::with_formatter(&mut out, WholeNumbers);
+        serde::Serialize::serialize(&v, &mut serializer).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":3,"b":[0.5,-2,1e+300],"c":"3.0","d":0}"#
+        );
     }
 }

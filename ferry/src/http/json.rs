@@ -338,6 +338,20 @@ fn json_to_proto(
     let invalid = |e: &dyn std::fmt::Display| {
         Status::invalid_argument(format!("invalid JSON for {}: {e}", desc.full_name()))
     };
+    let options = DeserializeOptions::new().deny_unknown_fields(true);
+    // The common case, a whole-message body and nothing from the path or query: parse it
+    // straight into the message, with no intermediate JSON tree.
+    let whole_body = body_field == "*" && captures.is_empty();
+    if whole_body && let Some(&first) = body.iter().find(|b| !b.is_ascii_whitespace()) {
+        if first != b'{' {
+            return Err(invalid(&"the body must be a JSON object"));
+        }
+        let mut parser = serde_json::Deserializer::from_slice(body);
+        let message = DynamicMessage::deserialize_with_options(desc.clone(), &mut parser, &options)
+            .and_then(|message| parser.end().map(|()| message))
+            .map_err(|e| invalid(&e))?;
+        return Ok(Bytes::from(message.encode_to_vec()));
+    }
     let mut object = serde_json::Map::new();
     if !body_field.is_empty() && !body.iter().all(u8::is_ascii_whitespace) {
         let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| invalid(&e))?;
@@ -363,7 +377,6 @@ fn json_to_proto(
             set_path(&mut object, desc, &key, serde_json::Value::String(text))?;
         }
     }
-    let options = DeserializeOptions::new().deny_unknown_fields(true);
     let message = DynamicMessage::deserialize_with_options(
         desc.clone(),
         serde_json::Value::Object(object),
@@ -462,9 +475,7 @@ fn proto_to_json(desc: &MessageDescriptor, bytes: Bytes) -> Result<Bytes, Status
             desc.full_name()
         ))
     })?;
-    let value = crate::json::to_value(&message, &SerializeOptions::new())
-        .map_err(|e| Status::internal(format!("cannot render JSON: {e}")))?;
-    serde_json::to_vec(&value)
+    crate::json::to_vec(&message, &SerializeOptions::new())
         .map(Bytes::from)
         .map_err(|e| Status::internal(format!("cannot render JSON: {e}")))
 }
