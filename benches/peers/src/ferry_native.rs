@@ -1,8 +1,5 @@
 //! Ferry over its native protocol: a Ferry server and Ferry's generated client.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use crate::load::{self, Measured};
 
 mod pb {
@@ -29,13 +26,14 @@ pub async fn serve(listener: tokio::net::TcpListener) {
         .await;
 }
 
-pub async fn client(
-    addr: SocketAddr,
-    size: usize,
-    concurrency: usize,
-    warmup: Duration,
-    window: Duration,
-) -> Result<Measured, String> {
+pub async fn client(args: crate::ClientArgs) -> Result<Measured, String> {
+    let crate::ClientArgs {
+        addr,
+        size,
+        concurrency,
+        warmup,
+        window,
+    } = args;
     let client = pb::EchoClient::connect(format!("ferry://{addr}"))
         .await
         .map_err(|e| e.to_string())?;

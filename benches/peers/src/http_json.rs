@@ -2,9 +2,6 @@
 //! same `POST /echo.v1.Echo/Echo` with `{"payload": "<base64>"}` (proto3 JSON for `bytes`); one
 //! hyper HTTP/2 client loads both.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use axum::Json;
 use axum::serve::ListenerExt;
 use base64::Engine;
@@ -47,13 +44,14 @@ pub async fn serve_axum(listener: TcpListener) {
     let _ = axum::serve(listener, app).await;
 }
 
-pub async fn client(
-    addr: SocketAddr,
-    size: usize,
-    concurrency: usize,
-    warmup: Duration,
-    window: Duration,
-) -> Result<Measured, String> {
+pub async fn client(args: crate::ClientArgs) -> Result<Measured, String> {
+    let crate::ClientArgs {
+        addr,
+        size,
+        concurrency,
+        warmup,
+        window,
+    } = args;
     let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let (sender, connection) =

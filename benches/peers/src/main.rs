@@ -59,99 +59,43 @@ pub const SYSTEMS: &[System] = &[
         name: "raw-tcp",
         about: "length-prefixed echo on raw TCP: pipelined with batched writes (c>1), ping-pong (c=1)",
         serve: |l| Box::pin(raw::serve(l)),
-        client: |a| {
-            Box::pin(raw::client(
-                a.addr,
-                a.size,
-                a.concurrency,
-                a.warmup,
-                a.window,
-            ))
-        },
+        client: |a| Box::pin(raw::client(a)),
     },
     System {
         name: "tarpc",
         about: "tarpc 0.38, serde transport with bincode over TCP",
         serve: |l| Box::pin(tarpc_bincode::serve(l)),
-        client: |a| {
-            Box::pin(tarpc_bincode::client(
-                a.addr,
-                a.size,
-                a.concurrency,
-                a.warmup,
-                a.window,
-            ))
-        },
+        client: |a| Box::pin(tarpc_bincode::client(a)),
     },
     System {
         name: "tonic",
         about: "tonic 0.14 gRPC server and client (HTTP/2, prost)",
         serve: |l| Box::pin(tonic_grpc::serve(l)),
-        client: |a| {
-            Box::pin(tonic_grpc::client(
-                a.addr,
-                a.size,
-                a.concurrency,
-                a.warmup,
-                a.window,
-            ))
-        },
+        client: |a| Box::pin(tonic_grpc::client(a)),
     },
     System {
         name: "ferry",
         about: "Ferry native protocol, Ferry server and generated Ferry client",
         serve: |l| Box::pin(ferry_native::serve(l)),
-        client: |a| {
-            Box::pin(ferry_native::client(
-                a.addr,
-                a.size,
-                a.concurrency,
-                a.warmup,
-                a.window,
-            ))
-        },
+        client: |a| Box::pin(ferry_native::client(a)),
     },
     System {
         name: "ferry-grpc",
         about: "Ferry server speaking gRPC on its port, loaded by the tonic client",
         serve: |l| Box::pin(ferry_native::serve(l)),
-        client: |a| {
-            Box::pin(tonic_grpc::client(
-                a.addr,
-                a.size,
-                a.concurrency,
-                a.warmup,
-                a.window,
-            ))
-        },
+        client: |a| Box::pin(tonic_grpc::client(a)),
     },
     System {
         name: "axum",
         about: "axum 0.8 JSON echo (serde_json + base64), HTTP/2 h2c, hyper client",
         serve: |l| Box::pin(http_json::serve_axum(l)),
-        client: |a| {
-            Box::pin(http_json::client(
-                a.addr,
-                a.size,
-                a.concurrency,
-                a.warmup,
-                a.window,
-            ))
-        },
+        client: |a| Box::pin(http_json::client(a)),
     },
     System {
         name: "ferry-http",
         about: "Ferry server's HTTP/JSON gateway (proto3 JSON), HTTP/2 h2c, same hyper client",
         serve: |l| Box::pin(ferry_native::serve(l)),
-        client: |a| {
-            Box::pin(http_json::client(
-                a.addr,
-                a.size,
-                a.concurrency,
-                a.warmup,
-                a.window,
-            ))
-        },
+        client: |a| Box::pin(http_json::client(a)),
     },
 ];
 

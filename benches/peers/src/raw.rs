@@ -5,9 +5,8 @@
 //! the connection (pipelined, batched writes), which at concurrency 1 is plain ping-pong.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -50,13 +49,14 @@ async fn echo(mut stream: TcpStream) -> std::io::Result<()> {
     }
 }
 
-pub async fn client(
-    addr: SocketAddr,
-    size: usize,
-    concurrency: usize,
-    warmup: Duration,
-    window: Duration,
-) -> Result<Measured, String> {
+pub async fn client(args: crate::ClientArgs) -> Result<Measured, String> {
+    let crate::ClientArgs {
+        addr,
+        size,
+        concurrency,
+        warmup,
+        window,
+    } = args;
     let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let phase = AtomicU8::new(WARMUP);

@@ -1,8 +1,5 @@
 //! tarpc with its serde transport (bincode over length-delimited TCP frames).
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use futures_util::StreamExt;
 use serde_bytes::ByteBuf;
 use tarpc::server::{BaseChannel, Channel};
@@ -40,13 +37,14 @@ pub async fn serve(listener: TcpListener) {
     }
 }
 
-pub async fn client(
-    addr: SocketAddr,
-    size: usize,
-    concurrency: usize,
-    warmup: Duration,
-    window: Duration,
-) -> Result<Measured, String> {
+pub async fn client(args: crate::ClientArgs) -> Result<Measured, String> {
+    let crate::ClientArgs {
+        addr,
+        size,
+        concurrency,
+        warmup,
+        window,
+    } = args;
     let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let transport = tarpc::serde_transport::Transport::from((stream, Bincode::default()));

@@ -1,7 +1,6 @@
 //! tonic (gRPC over HTTP/2): a tonic server and tonic's generated client.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use crate::load::{self, Measured};
 
@@ -45,13 +44,14 @@ pub async fn connect(addr: SocketAddr) -> Result<EchoClient<tonic::transport::Ch
     Ok(EchoClient::new(channel))
 }
 
-pub async fn client(
-    addr: SocketAddr,
-    size: usize,
-    concurrency: usize,
-    warmup: Duration,
-    window: Duration,
-) -> Result<Measured, String> {
+pub async fn client(args: crate::ClientArgs) -> Result<Measured, String> {
+    let crate::ClientArgs {
+        addr,
+        size,
+        concurrency,
+        warmup,
+        window,
+    } = args;
     let client = connect(addr).await?;
     let payload = vec![0xabu8; size];
     load::closed_loop(concurrency, warmup, window, move || {
