@@ -160,6 +160,15 @@ impl<T: {name}> ::ferry::ServiceHandler for {name}Server<T> {{
 
 fn generate_client(service: &Service, full_name: &str, methods: &[&Method], buf: &mut String) {
     let name = &service.name;
+    let safe = methods
+        .iter()
+        .filter(|m| {
+            m.options.idempotency_level()
+                == prost_types::method_options::IdempotencyLevel::NoSideEffects
+        })
+        .map(|m| format!("{:?}", method_path(full_name, m)))
+        .collect::<Vec<_>>()
+        .join(", ");
     let _ = write!(
         buf,
         r#"/// A typed client for `{full_name}`; cheap to clone, safe to share between tasks.
@@ -171,6 +180,10 @@ pub struct {name}Client {{
 impl {name}Client {{
     /// The fully qualified service name.
     pub const SERVICE_NAME: &'static str = {full_name:?};
+
+    /// Methods marked `option idempotency_level = NO_SIDE_EFFECTS;` in the `.proto`: safe to
+    /// hedge or retry (e.g. `ChannelBuilder::hedge_methods(Self::SIDE_EFFECT_FREE_METHODS, ..)`).
+    pub const SIDE_EFFECT_FREE_METHODS: &'static [&'static str] = &[{safe}];
 
     /// A client that calls over `channel`.
     pub fn new(channel: ::ferry::Channel) -> Self {{

@@ -120,6 +120,23 @@ impl ChannelBuilder {
         self
     }
 
+    /// Hedges every method in `methods`, typically a generated client's
+    /// `SIDE_EFFECT_FREE_METHODS` (those marked `idempotency_level = NO_SIDE_EFFECTS`).
+    ///
+    /// ```no_run
+    /// # fn demo(safe: &[&str]) -> Result<(), ferry::Status> {
+    /// // e.g. safe = CalculatorClient::SIDE_EFFECT_FREE_METHODS
+    /// let channel = ferry::Channel::builder("ferry://10.0.0.1:8000,10.0.0.2:8000")
+    ///     .hedge_methods(safe, ferry::hedge::HedgeConfig::default())
+    ///     .lazy()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn hedge_methods(self, methods: &[&str], config: HedgeConfig) -> ChannelBuilder {
+        methods.iter().fold(self, |builder, method| {
+            builder.hedge(*method, config.clone())
+        })
+    }
+
     /// When endpoints are ejected for failing (default 5 `UNAVAILABLE` in a row, ≤ 50 %).
     pub fn outlier_detection(mut self, config: OutlierConfig) -> ChannelBuilder {
         self.cluster.outlier = config;

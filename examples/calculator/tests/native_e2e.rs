@@ -463,3 +463,16 @@ async fn an_enormous_timeout_is_not_a_tiny_one() {
     assert_eq!(answer.into_inner().result, 19.0);
     fx.started.recv().await.unwrap();
 }
+
+#[test]
+fn methods_marked_no_side_effects_are_listed_for_hedging() {
+    assert_eq!(
+        pb::CalculatorClient::SIDE_EFFECT_FREE_METHODS,
+        [
+            "/calculator.v1.Calculator/Add",
+            "/calculator.v1.Calculator/Subtract",
+            "/calculator.v1.Calculator/Multiply",
+            "/calculator.v1.Calculator/Divide",
+        ]
+    );
+}

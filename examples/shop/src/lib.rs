@@ -28,8 +28,6 @@ use pb::{PriceRequest, PriceResponse, QuoteRequest, QuoteResponse};
 pub const CALCULATOR: &str = "calculator.v1.Calculator";
 /// The pricing service's name, as registered in discovery.
 pub const PRICING: &str = "shop.v1.Pricing";
-/// The calculator method the front hedges (it is pure, so running it twice is safe).
-pub const MULTIPLY: &str = "/calculator.v1.Calculator/Multiply";
 
 /// Timeout of calls without a deadline of their own, on every channel the shop builds.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -166,7 +164,11 @@ impl Backends {
         };
         let calculator = calculator
             .timeout(DEFAULT_TIMEOUT)
-            .hedge(MULTIPLY, HedgeConfig::default())
+            // Every calculator method is marked NO_SIDE_EFFECTS in its .proto: hedge them all.
+            .hedge_methods(
+                calculator::pb::CalculatorClient::SIDE_EFFECT_FREE_METHODS,
+                HedgeConfig::default(),
+            )
             .lazy()?;
         // Balanced even for a single address, so retries and ejection apply.
         let pricing = pricing

@@ -133,6 +133,15 @@ fn fully_populated_messages_round_trip_through_prost() {
 }
 
 #[test]
+fn only_methods_marked_no_side_effects_are_listed_as_safe() {
+    assert_eq!(
+        AuditClient::SIDE_EFFECT_FREE_METHODS,
+        ["/fixture.v1.Audit/Now"]
+    );
+    assert!(InventoryClient::SIDE_EFFECT_FREE_METHODS.is_empty());
+}
+
+#[test]
 fn descriptor_set_describes_both_services_and_the_import() {
     let fds = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET)
         .expect("FILE_DESCRIPTOR_SET must be an encoded FileDescriptorSet");
