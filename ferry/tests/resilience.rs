@@ -379,41 +379,29 @@ async fn a_failing_health_probe_ejects_an_instance() {
 }
 
 /// A `grpc.health.v1.Health` service answering `NOT_SERVING`.
-struct NotServing;
-
-impl ServiceHandler for NotServing {
-    fn name(&self) -> &'static str {
-        "grpc.health.v1.Health"
-    }
-
-    fn file_descriptor_set(&self) -> &'static [u8] {
-        &[]
-    }
-
-    fn call(&self, _method: &str, _request: Request<Bytes>) -> BoxFuture<RawResult> {
-        // HealthCheckResponse { status: NOT_SERVING (2) }
-        let body = Bytes::from_static(&[0x08, 0x02]);
-        Box::pin(async move { Ok(ferry::Response::new(body)) })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grpc_health_probe_reads_the_health_service() {
     use ferry::outlier::{GrpcHealthProbe, Probe};
     let plain = backends(1).await;
-    let sick = Server::builder()
-        .add_service(NotServing)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+    // A real backend whose built-in health service reports NOT_SERVING.
+    let mut reporter = None;
+    let mut sick = Backend::start_with("sick", |server| {
+        server.health_reporter().set_not_serving("");
+        reporter = Some(server.health_reporter());
+        server
+    })
+    .await;
     let probe = GrpcHealthProbe::new("");
     let endpoint = |addr: std::net::SocketAddr| {
         ferry::Endpoint::new(&addr.to_string(), ferry::EndpointConfig::default()).unwrap()
     };
     // The built-in health service reports SERVING.
     probe.probe(&endpoint(plain[0].addr)).await.unwrap();
-    let status = probe.probe(&endpoint(sick.local_addr())).await.unwrap_err();
+    let status = probe.probe(&endpoint(sick.addr)).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("health status 2"), "{status:?}");
-    sick.shutdown().await.unwrap();
+    // It recovers when the server reports SERVING again.
+    reporter.expect("the reporter").set_serving("");
+    probe.probe(&endpoint(sick.addr)).await.unwrap();
+    sick.shutdown().await;
 }
