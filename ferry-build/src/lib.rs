@@ -17,6 +17,8 @@
 //!
 //! Then include the generated package with `ferry::include_proto!("calculator.v1")`.
 
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 
 mod generator;
