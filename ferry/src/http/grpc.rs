@@ -7,6 +7,7 @@
 //! - other headers ↔ [`Metadata`](crate::Metadata) (`-bin` keys base64-encoded on the wire);
 //! - `grpc-status` / `grpc-message` (percent-encoded) / `grpc-status-details-bin` ↔ [`Status`].
 
+use std::borrow::Cow;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_enco
 
 use super::body::{ReplyBody, collect, reply_body, streaming_body};
 use super::{HttpContext, headers_to_metadata, metadata_to_headers};
+use crate::native::frame::intern_method;
 use crate::service::run_call;
 use crate::{Code, Metadata, Request, Response, Status};
 
@@ -283,12 +285,16 @@ pub(crate) async fn serve(
     request: http::Request<hyper::body::Incoming>,
 ) -> http::Response<ReplyBody> {
     let (parts, body) = request.into_parts();
-    let method = parts.uri.path().to_owned();
+    // Interned like the native protocol's paths, so a call allocates no copy of it.
+    let method: Cow<'static, str> = match intern_method(parts.uri.path().as_bytes()) {
+        Some(path) => Cow::Borrowed(path),
+        None => Cow::Owned(parts.uri.path().to_owned()),
+    };
     let (metadata, deadline, encoding, reply_encoding) = match request_parts(&parts, &ctx) {
         Ok(parsed) => parsed,
         Err(status) => return trailers_only(&status),
     };
-    if let Some(handler) = ctx.streams.get(&method) {
+    if let Some(handler) = ctx.streams.get(method.as_ref()) {
         let limit = ctx.max_message_size;
         let incoming = message_stream(body, encoding, limit);
         let request = Request::from_wire(method, metadata, deadline, ctx.peer, incoming);

@@ -4,6 +4,7 @@
 //! JSON follows the canonical proto3 JSON mapping (via prost-reflect); errors are Connect's
 //! `{"code": "invalid_argument", "message": "…"}` with the matching HTTP status.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use prost_reflect::{
 
 use super::body::{ReplyBody, collect, reply_body};
 use super::{HttpContext, headers_to_metadata, metadata_to_headers};
+use crate::native::frame::intern_method;
 use crate::service::run_call;
 use crate::{Code, Request, Status};
 
@@ -25,9 +27,17 @@ use crate::{Code, Request, Status};
 #[derive(Default)]
 pub(crate) struct JsonGateway {
     /// `/package.Service/Method` → method.
-    methods: HashMap<String, MethodDescriptor>,
+    methods: HashMap<String, Target>,
     /// REST routes, tried in declaration order.
     routes: Vec<RestRoute>,
+}
+
+/// A method calls are transcoded for, with its path ready for the request (interned, so no
+/// call allocates it).
+#[derive(Clone)]
+struct Target {
+    method: MethodDescriptor,
+    path: Cow<'static, str>,
 }
 
 /// One `google.api.http` binding.
@@ -36,7 +46,7 @@ struct RestRoute {
     template: Vec<Segment>,
     /// `"*"` (the whole body), a field name, or empty (no body).
     body: String,
-    method: MethodDescriptor,
+    target: Target,
 }
 
 #[derive(Debug, PartialEq)]
@@ -62,21 +72,28 @@ impl JsonGateway {
                     continue;
                 }
                 let path = format!("/{}/{}", service.full_name(), method.name());
+                let target = Target {
+                    path: match intern_method(path.as_bytes()) {
+                        Some(interned) => Cow::Borrowed(interned),
+                        None => Cow::Owned(path.clone()),
+                    },
+                    method,
+                };
                 if let Some(ext) = &http_rule {
-                    let options = method.options();
+                    let options = target.method.options();
                     if options.has_extension(ext)
                         && let Value::Message(rule) = options.get_extension(ext).as_ref()
                     {
-                        gateway.add_rule(rule, &method);
+                        gateway.add_rule(rule, &target);
                     }
                 }
-                gateway.methods.insert(path, method);
+                gateway.methods.insert(path, target);
             }
         }
         gateway
     }
 
-    fn add_rule(&mut self, rule: &DynamicMessage, method: &MethodDescriptor) {
+    fn add_rule(&mut self, rule: &DynamicMessage, target: &Target) {
         let text = |name: &str| match rule.get_field_by_name(name).as_deref() {
             Some(Value::String(s)) => s.clone(),
             _ => String::new(),
@@ -97,10 +114,10 @@ impl JsonGateway {
                     verb,
                     template,
                     body: text("body"),
-                    method: method.clone(),
+                    target: target.clone(),
                 }),
                 None => tracing::warn!(
-                    method = method.full_name(),
+                    method = target.method.full_name(),
                     "ignoring unsupported google.api.http path template {path:?}"
                 ),
             }
@@ -108,7 +125,7 @@ impl JsonGateway {
         if let Some(Value::List(more)) = rule.get_field_by_name("additional_bindings").as_deref() {
             for binding in more {
                 if let Value::Message(binding) = binding {
-                    self.add_rule(binding, method);
+                    self.add_rule(binding, target);
                 }
             }
         }
@@ -236,21 +253,21 @@ pub(crate) async fn serve(
         }
     };
     // Connect unary call, or a REST route.
-    let (method, captures, body_field) = if let Some(method) = ctx.json.methods.get(path) {
+    let (target, captures, body_field) = if let Some(target) = ctx.json.methods.get(path) {
         if parts.method != Method::POST {
             return error_response(
                 &Status::invalid_argument(format!("{path} takes POST, not {}", parts.method)),
                 StatusCode::METHOD_NOT_ALLOWED,
             );
         }
-        (method.clone(), Vec::new(), "*".to_owned())
+        (target, Vec::new(), "*")
     } else if let Some((route, captures)) = ctx.json.routes.iter().find_map(|route| {
         (route.verb == parts.method)
             .then(|| match_template(&route.template, path))
             .flatten()
             .map(|captures| (route, captures))
     }) {
-        (route.method.clone(), captures, route.body.clone())
+        (&route.target, captures, route.body.as_str())
     } else {
         let status = if crate::service::split_method_path(path).is_some() {
             Status::unimplemented(format!("no method {path} on this server"))
@@ -265,7 +282,7 @@ pub(crate) async fn serve(
         Err(status) => return fail(status),
     };
     let query = parts.uri.query().unwrap_or("");
-    let input = match (format, body_field.as_str()) {
+    let input = match (format, body_field) {
         (BodyFormat::Proto, "*") => data,
         (BodyFormat::Proto, _) => {
             return fail(Status::invalid_argument(
@@ -279,13 +296,13 @@ pub(crate) async fn serve(
             } else {
                 format!("{query}&{form}")
             };
-            match json_to_proto(&method.input(), &[], "", &captures, &query) {
+            match json_to_proto(&target.method.input(), &[], "", &captures, &query) {
                 Ok(bytes) => bytes,
                 Err(status) => return fail(status),
             }
         }
         (BodyFormat::Json | BodyFormat::Form, _) => {
-            match json_to_proto(&method.input(), &data, &body_field, &captures, query) {
+            match json_to_proto(&target.method.input(), &data, body_field, &captures, query) {
                 Ok(bytes) => bytes,
                 Err(status) => return fail(status),
             }
@@ -303,9 +320,8 @@ pub(crate) async fn serve(
             }
         },
     };
-    let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
     let metadata = headers_to_metadata(&parts.headers);
-    let call = Request::from_wire(path, metadata, deadline, ctx.peer, input);
+    let call = Request::from_wire(target.path.clone(), metadata, deadline, ctx.peer, input);
     let mut svc = ctx.svc.clone();
     let (metadata, output) = match run_call(&mut svc, call).await {
         Ok(response) => response.into_parts(),
@@ -313,7 +329,8 @@ pub(crate) async fn serve(
     };
     let (bytes, content_type) = match format {
         BodyFormat::Proto => (output, "application/proto"),
-        BodyFormat::Json | BodyFormat::Form => match proto_to_json(&method.output(), output) {
+        BodyFormat::Json | BodyFormat::Form => match proto_to_json(&target.method.output(), output)
+        {
             Ok(json) => (json, "application/json"),
             Err(status) => return fail(status),
         },
