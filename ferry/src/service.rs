@@ -141,11 +141,20 @@ where
 /// Runs one call through `svc`, enforcing the request's deadline and turning a panicking
 /// handler into `INTERNAL`; every protocol's server uses this, so they behave alike.
 pub(crate) async fn run_call(svc: &mut BoxService, request: Request<Bytes>) -> RawResult {
-    use futures_util::FutureExt;
     use tower::{Service, ServiceExt};
     let deadline = request.deadline();
     let timing = wants_server_timing(request.metadata());
     let future = with_server_timing(timing, svc.ready().await?.call(request));
+    guarded(future, deadline).await
+}
+
+/// Awaits a handler's future until `deadline` (then `DEADLINE_EXCEEDED`), turning a panic into
+/// [`handler_panicked`]. Shared by [`run_call`] and the native server's spawned handlers.
+pub(crate) async fn guarded<F>(future: F, deadline: Option<std::time::Instant>) -> RawResult
+where
+    F: Future<Output = RawResult>,
+{
+    use futures_util::FutureExt;
     let guarded = std::panic::AssertUnwindSafe(future).catch_unwind();
     let outcome = match deadline {
         Some(d) => tokio::time::timeout_at(d.into(), guarded).await,
@@ -153,11 +162,16 @@ pub(crate) async fn run_call(svc: &mut BoxService, request: Request<Bytes>) -> R
     };
     match outcome {
         Ok(Ok(result)) => result,
-        Ok(Err(_panic)) => Err(Status::internal("the handler panicked")),
+        Ok(Err(_panic)) => Err(handler_panicked()),
         Err(_elapsed) => Err(Status::deadline_exceeded(
             "the call's deadline passed before the handler finished",
         )),
     }
+}
+
+/// The status a call gets when its handler panics.
+pub(crate) fn handler_panicked() -> Status {
+    Status::internal("the handler panicked")
 }
 
 /// Splits `/package.Service/Method` into `("package.Service", "Method")`.

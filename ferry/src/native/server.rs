@@ -8,7 +8,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -394,7 +393,7 @@ impl Conn {
             }
             Ok(Poll::Pending) => {}
             Err(_panic) => {
-                self.reply(stream, Status::internal("the handler panicked"));
+                self.reply(stream, crate::service::handler_panicked());
                 return;
             }
         }
@@ -402,18 +401,7 @@ impl Conn {
         // under the deadline, and let CANCEL abort it.
         let replies = self.replies.clone();
         let task = tokio::spawn(async move {
-            let guarded = AssertUnwindSafe(future).catch_unwind();
-            let outcome = match deadline {
-                Some(d) => tokio::time::timeout_at(d.into(), guarded).await,
-                None => Ok(guarded.await),
-            };
-            let result = match outcome {
-                Ok(Ok(result)) => result,
-                Ok(Err(_panic)) => Err(Status::internal("the handler panicked")),
-                Err(_elapsed) => Err(Status::deadline_exceeded(
-                    "the call's deadline passed before the handler finished",
-                )),
-            };
+            let result = crate::service::guarded(future, deadline).await;
             let _ = replies.send(Outbound::Reply { stream, result });
         });
         self.active.insert(stream, task.abort_handle());
