@@ -34,27 +34,22 @@ pub struct Target {
 impl Target {
     /// Parses `ferry://host:port`, `grpc://host:port`, `http://host:port` or `host:port`.
     pub fn parse(text: &str) -> CliResult<Target> {
-        let (protocol, rest) = match text.split_once("://") {
-            None => (Protocol::Native, text),
-            Some(("ferry", rest)) => (Protocol::Native, rest),
-            Some(("grpc", rest)) => (Protocol::Grpc, rest),
-            Some(("http", rest)) => (Protocol::Http, rest),
-            Some((scheme, _)) => {
+        let (scheme, authority) =
+            ferry::endpoint::split_target(text).map_err(|e| Failure::usage(e.message()))?;
+        let protocol = match scheme {
+            None | Some("ferry") => Protocol::Native,
+            Some("grpc") => Protocol::Grpc,
+            Some("http") => Protocol::Http,
+            Some(scheme) => {
                 return Err(Failure::usage(format!(
                     "unsupported scheme {scheme:?} in {text:?}: use ferry://, grpc:// or http://"
                 )));
             }
         };
-        let authority = rest.trim_end_matches('/');
-        match authority.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(Target {
-                protocol,
-                authority: authority.to_owned(),
-            }),
-            _ => Err(Failure::usage(format!(
-                "target {text:?} needs a host and a port, e.g. ferry://127.0.0.1:8000"
-            ))),
-        }
+        Ok(Target {
+            protocol,
+            authority: authority.to_owned(),
+        })
     }
 
     /// The target as text, with its scheme.

@@ -78,28 +78,44 @@ struct Inner {
     connecting: tokio::sync::Mutex<Backoff>,
 }
 
-/// Accepts `ferry://host:port` or a bare `host:port`; returns `host:port`.
+/// Splits `scheme://host:port` (or a bare `host:port`) into its scheme, if any, and a checked
+/// `host:port`; tools that map schemes their own way (the `ferry` CLI) share this check.
+///
+/// ```
+/// assert_eq!(ferry::endpoint::split_target("grpc://a:1/").unwrap(), (Some("grpc"), "a:1"));
+/// assert_eq!(ferry::endpoint::split_target("a:1").unwrap(), (None, "a:1"));
+/// assert!(ferry::endpoint::split_target("ferry://nohost").is_err());
+/// ```
+pub fn split_target(target: &str) -> Result<(Option<&str>, &str), Status> {
+    let (scheme, rest) = match target.split_once("://") {
+        None => (None, target),
+        Some((scheme, rest)) => (Some(scheme), rest),
+    };
+    let authority = rest.trim_end_matches('/');
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok((scheme, authority))
+        }
+        _ => Err(Status::invalid_argument(format!(
+            "target {target:?} needs a host and a port, e.g. ferry://127.0.0.1:8000"
+        ))),
+    }
+}
+
+/// Accepts `ferry://host:port` or a bare `host:port` (native), `grpc://` or `http://` (gRPC).
 fn parse_target(target: &str) -> Result<(Protocol, String), Status> {
-    let (protocol, authority) = match target.split_once("://") {
-        None => (Protocol::Native, target),
-        Some(("ferry", rest)) => (Protocol::Native, rest),
-        Some(("grpc" | "http", rest)) => (Protocol::Grpc, rest),
-        Some((scheme, _)) => {
+    let (scheme, authority) = split_target(target)?;
+    let protocol = match scheme {
+        None | Some("ferry") => Protocol::Native,
+        Some("grpc" | "http") => Protocol::Grpc,
+        Some(scheme) => {
             return Err(Status::invalid_argument(format!(
                 "unsupported target scheme {scheme:?} in {target:?}; use ferry://, grpc:// or \
                  http:// followed by host:port"
             )));
         }
     };
-    let authority = authority.trim_end_matches('/');
-    match authority.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-            Ok((protocol, authority.to_owned()))
-        }
-        _ => Err(Status::invalid_argument(format!(
-            "target {target:?} needs a host and a port, e.g. ferry://127.0.0.1:8000"
-        ))),
-    }
+    Ok((protocol, authority.to_owned()))
 }
 
 impl Endpoint {
