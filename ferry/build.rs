@@ -1,5 +1,4 @@
-//! Generates the built-in health and reflection services (their streaming methods are served
-//! by hand in `src/health.rs` and `src/reflection.rs`).
+//! Generates the built-in health and reflection services (`src/services/`).
 
 use std::path::PathBuf;
 
@@ -16,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(&v1alpha, text)?;
     }
 
-    ferry_build::configure().streaming_warnings(false).compile(
+    ferry_build::configure().compile(
         &[
             "grpc/health/v1/health.proto",
             "grpc/reflection/v1/reflection.proto",

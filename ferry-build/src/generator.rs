@@ -8,7 +8,6 @@ use prost_build::{Method, Service};
 pub(crate) struct ServiceGenerator {
     pub build_server: bool,
     pub build_client: bool,
-    pub streaming_warnings: bool,
     pub descriptor_path: PathBuf,
 }
 
@@ -19,26 +18,16 @@ impl prost_build::ServiceGenerator for ServiceGenerator {
         } else {
             format!("{}.{}", service.package, service.proto_name)
         };
-        let (unary, streaming): (Vec<&Method>, Vec<&Method>) = service
-            .methods
-            .iter()
-            .partition(|m| !m.client_streaming && !m.server_streaming);
-        for m in streaming.iter().filter(|_| self.streaming_warnings) {
-            println!(
-                "cargo:warning=ferry-build: {full_name}/{} is a streaming method; streaming is not \
-                 supported yet, so it is left out and answers UNIMPLEMENTED",
-                m.proto_name
-            );
-        }
-        if unary.is_empty() {
+        let methods: Vec<&Method> = service.methods.iter().collect();
+        if methods.is_empty() {
             return;
         }
         if self.build_server {
-            generate_trait(&service, &full_name, &unary, buf);
-            generate_server(&service, &full_name, &unary, buf);
+            generate_trait(&service, &full_name, &methods, buf);
+            generate_server(&service, &full_name, &methods, buf);
         }
         if self.build_client {
-            generate_client(&service, &full_name, &unary, buf);
+            generate_client(&service, &full_name, &methods, buf);
         }
     }
 
@@ -49,6 +38,17 @@ impl prost_build::ServiceGenerator for ServiceGenerator {
              reflection and JSON).\npub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!({:?});\n",
             self.descriptor_path.display().to_string()
         );
+    }
+}
+
+/// How a method streams: its `MethodKind` variant, and the name of the function that serves it
+/// (`ferry::codegen::…`) and calls it (`Channel::…`).
+fn shape(m: &Method) -> (&'static str, &'static str) {
+    match (m.client_streaming, m.server_streaming) {
+        (false, false) => ("Unary", "unary"),
+        (true, false) => ("ClientStreaming", "client_streaming"),
+        (false, true) => ("ServerStreaming", "server_streaming"),
+        (true, true) => ("BidiStreaming", "bidi_streaming"),
     }
 }
 
@@ -88,12 +88,22 @@ fn generate_trait(service: &Service, full_name: &str, methods: &[&Method], buf: 
             1,
             buf,
         );
+        let input = if m.client_streaming {
+            format!("::ferry::Streaming<{}>", m.input_type)
+        } else {
+            m.input_type.clone()
+        };
+        let output = if m.server_streaming {
+            format!("::ferry::ResponseStream<{}>", m.output_type)
+        } else {
+            m.output_type.clone()
+        };
         let _ = writeln!(
             buf,
-            "    fn {}(\n        &self,\n        request: ::ferry::Request<{}>,\n    ) -> impl \
-             ::core::future::Future<\n        Output = ::core::result::Result<::ferry::Response<{}>, \
+            "    fn {}(\n        &self,\n        request: ::ferry::Request<{input}>,\n    ) -> impl \
+             ::core::future::Future<\n        Output = ::core::result::Result<::ferry::Response<{output}>, \
              ::ferry::Status>,\n    > + ::core::marker::Send;",
-            m.name, m.input_type, m.output_type
+            m.name
         );
     }
     buf.push_str("}\n\n");
@@ -136,19 +146,37 @@ impl<T: {name}> ::ferry::ServiceHandler for {name}Server<T> {{
         FILE_DESCRIPTOR_SET
     }}
 
-    fn call(
-        &self,
-        method: &str,
-        request: ::ferry::Request<::ferry::codegen::bytes::Bytes>,
-    ) -> ::ferry::service::BoxFuture<::ferry::service::RawResult> {{
-        match method {{
+    fn methods(&self) -> &'static [(&'static str, ::ferry::codegen::MethodKind)] {{
+        &[
 "#
     );
     for m in methods {
         let _ = writeln!(
             buf,
+            "            ({:?}, ::ferry::codegen::MethodKind::{}),",
+            m.proto_name,
+            shape(m).0
+        );
+    }
+    let _ = write!(
+        buf,
+        r#"        ]
+    }}
+
+    fn call(
+        &self,
+        method: &str,
+        request: ::ferry::Request<::ferry::call::Body>,
+    ) -> ::ferry::call::BoxFuture<::ferry::call::CallResult> {{
+        match method {{
+"#
+    );
+    for m in methods {
+        let adapter = shape(m).1;
+        let _ = writeln!(
+            buf,
             "            {:?} => {{\n                let inner = self.inner.clone();\n                \
-             ::ferry::codegen::unary(request, move |r| async move {{ inner.{}(r).await }})\n            }}",
+             ::ferry::codegen::{adapter}(request, move |r| async move {{ inner.{}(r).await }})\n            }}",
             m.proto_name, m.name
         );
     }
@@ -211,15 +239,33 @@ impl {name}Client {{
             1,
             buf,
         );
+        let path = method_path(full_name, m);
+        let (input, call) = if m.client_streaming {
+            (
+                format!(
+                    "impl ::ferry::IntoStreamingRequest<Message = {}>",
+                    m.input_type
+                ),
+                "::ferry::IntoStreamingRequest::into_streaming_request(request)",
+            )
+        } else {
+            (
+                format!("impl ::ferry::IntoRequest<{}>", m.input_type),
+                "::ferry::IntoRequest::into_request(request)",
+            )
+        };
+        let output = if m.server_streaming {
+            format!("::ferry::Streaming<{}>", m.output_type)
+        } else {
+            m.output_type.clone()
+        };
+        let channel_method = shape(m).1;
         let _ = writeln!(
             buf,
-            "    pub async fn {}(\n        &self,\n        request: impl ::ferry::IntoRequest<{}>,\n    ) -> \
-             ::core::result::Result<::ferry::Response<{}>, ::ferry::Status> {{\n        self.channel\n            \
-             .unary({:?}, ::ferry::IntoRequest::into_request(request))\n            .await\n    }}",
+            "    pub async fn {}(\n        &self,\n        request: {input},\n    ) -> \
+             ::core::result::Result<::ferry::Response<{output}>, ::ferry::Status> {{\n        \
+             self.channel\n            .{channel_method}({path:?}, {call})\n            .await\n    }}",
             m.name,
-            m.input_type,
-            m.output_type,
-            method_path(full_name, m)
         );
     }
     buf.push_str("}\n\n");

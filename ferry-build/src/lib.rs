@@ -3,7 +3,8 @@
 //! `.proto` files are compiled in-process with [protox](https://docs.rs/protox), so no `protoc`
 //! is needed. For every package this generates the prost messages and, for every service:
 //!
-//! - a trait named after the service (`Calculator`) with one async method per rpc;
+//! - a trait named after the service (`Calculator`) with one async method per rpc (unary,
+//!   client-, server- or bidirectionally streaming);
 //! - `CalculatorServer<T>`, which serves any implementation of that trait;
 //! - `CalculatorClient`, a cloneable typed client over a `ferry::Channel`.
 //!
@@ -37,7 +38,6 @@ pub fn configure() -> Builder {
         out_dir: None,
         build_server: true,
         build_client: true,
-        streaming_warnings: true,
     }
 }
 
@@ -59,7 +59,6 @@ pub struct Builder {
     out_dir: Option<PathBuf>,
     build_server: bool,
     build_client: bool,
-    streaming_warnings: bool,
 }
 
 /// Protos every build can import without vendoring them.
@@ -93,13 +92,6 @@ impl Builder {
     /// Whether to generate the `…Client` types (default: yes).
     pub fn build_client(mut self, enable: bool) -> Builder {
         self.build_client = enable;
-        self
-    }
-
-    /// Whether to warn (as a cargo warning) about streaming methods, which are not generated
-    /// yet (default: yes).
-    pub fn streaming_warnings(mut self, enable: bool) -> Builder {
-        self.streaming_warnings = enable;
         self
     }
 
@@ -148,7 +140,6 @@ impl Builder {
         let generator = generator::ServiceGenerator {
             build_server: self.build_server,
             build_client: self.build_client,
-            streaming_warnings: self.streaming_warnings,
             descriptor_path,
         };
         // The bundled `google.api` files only declare options: describe them, don't generate

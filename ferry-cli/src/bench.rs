@@ -103,7 +103,7 @@ impl Load {
             .await;
         match result {
             Ok((metadata, _)) => Ok(metadata
-                .get(ferry::service::SERVER_TIMING_KEY)
+                .get(ferry::server::SERVER_TIMING_KEY)
                 .and_then(parse_server_timing)),
             Err(status) => Err(status.code()),
         }
@@ -302,7 +302,7 @@ pub async fn run(args: BenchArgs) -> CliResult {
     }
     let mut metadata = crate::metadata(&args.conn.headers)?;
     if !args.no_server_timing {
-        metadata.insert(ferry::service::TIMING_REQUEST_KEY, "1");
+        metadata.insert(ferry::server::TIMING_REQUEST_KEY, "1");
     }
     let source = crate::source(&target, &args.conn, &args.protos).await?;
     let method = crate::descriptors::resolve_method(&source, &args.method).await?;

@@ -235,7 +235,7 @@ impl Reflector {
         }
         let mut last = Status::unimplemented("the server does not serve reflection");
         for version in versions {
-            let mut request = Request::new(encoded.clone());
+            let mut request = Request::new(ferry::call::Body::Message(encoded.clone()));
             request.set_method(format!(
                 "/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo"
             ));
@@ -244,12 +244,12 @@ impl Reflector {
             match self.channel.call(request).await {
                 Ok(response) => {
                     *self.version.lock().unwrap_or_else(|e| e.into_inner()) = version;
-                    let reply = pb::ServerReflectionResponse::decode(response.into_inner())
-                        .map_err(|e| {
-                            Failure::from(Status::internal(format!(
-                                "undecodable reflection response: {e}"
-                            )))
-                        })?;
+                    let bytes = response.into_inner().into_message().await?;
+                    let reply = pb::ServerReflectionResponse::decode(bytes).map_err(|e| {
+                        Failure::from(Status::internal(format!(
+                            "undecodable reflection response: {e}"
+                        )))
+                    })?;
                     return reply.message_response.ok_or_else(|| {
                         Failure::from(Status::internal("empty reflection response"))
                     });

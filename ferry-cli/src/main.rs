@@ -202,7 +202,7 @@ pub fn metadata(headers: &[String]) -> CliResult<Metadata> {
             )));
         };
         let key = key.trim().to_ascii_lowercase();
-        if !ferry::metadata::is_valid_key(&key) {
+        if !ferry::call::is_valid_key(&key) {
             return Err(Failure::usage(format!(
                 "{key:?} is not a valid metadata key"
             )));
@@ -338,7 +338,7 @@ async fn describe(args: DescribeArgs) -> CliResult {
 async fn health(args: HealthArgs) -> CliResult {
     let target = Target::parse(&args.target)?;
     let metadata = metadata(&args.conn.headers)?;
-    let pool = DescriptorPool::decode(ferry::health::pb::FILE_DESCRIPTOR_SET)
+    let pool = DescriptorPool::decode(ferry::services::health::pb::FILE_DESCRIPTOR_SET)
         .map_err(|e| Failure::usage(format!("bad built-in health descriptors: {e}")))?;
     let Some(Symbol::Method(check)) = find_symbol(&pool, "grpc.health.v1.Health.Check") else {
         return Err(Failure::usage(
@@ -358,9 +358,11 @@ async fn health(args: HealthArgs) -> CliResult {
         .await?;
     let response = codec::decode_response(&check.output(), reply, transport.is_json())?;
     let status = match response.get_field_by_name("status").as_deref() {
-        Some(prost_reflect::Value::EnumNumber(n)) => ferry::health::ServingStatus::try_from(*n)
-            .map(|s| s.as_str_name().to_owned())
-            .unwrap_or_else(|_| format!("UNKNOWN({n})")),
+        Some(prost_reflect::Value::EnumNumber(n)) => {
+            ferry::services::health::ServingStatus::try_from(*n)
+                .map(|s| s.as_str_name().to_owned())
+                .unwrap_or_else(|_| format!("UNKNOWN({n})"))
+        }
         _ => "UNKNOWN".to_owned(),
     };
     println!("{status}");

@@ -34,17 +34,12 @@ pub struct Target {
 impl Target {
     /// Parses `ferry://host:port`, `grpc://host:port`, `http://host:port` or `host:port`.
     pub fn parse(text: &str) -> CliResult<Target> {
-        let (scheme, authority) =
-            ferry::endpoint::split_target(text).map_err(|e| Failure::usage(e.message()))?;
-        let protocol = match scheme {
-            None | Some("ferry") => Protocol::Native,
-            Some("grpc") => Protocol::Grpc,
-            Some("http") => Protocol::Http,
-            Some(scheme) => {
-                return Err(Failure::usage(format!(
-                    "unsupported scheme {scheme:?} in {text:?}: use ferry://, grpc:// or http://"
-                )));
-            }
+        let (protocol, authority) =
+            ferry::client::parse_target(text).map_err(|e| Failure::usage(e.message()))?;
+        let protocol = match protocol {
+            ferry::client::Protocol::Native => Protocol::Native,
+            ferry::client::Protocol::Grpc => Protocol::Grpc,
+            ferry::client::Protocol::Connect => Protocol::Http,
         };
         Ok(Target {
             protocol,
@@ -151,14 +146,15 @@ impl Transport {
         match self {
             Transport::Channels(channels) => {
                 let channel = &channels[conn % channels.len()];
-                let mut request = Request::new(body);
+                let mut request = Request::new(ferry::call::Body::Message(body));
                 request.set_method(path.to_owned());
                 *request.metadata_mut() = metadata.clone();
                 if let Some(timeout) = timeout {
                     request.set_timeout(timeout);
                 }
                 let response = channel.call(request).await?;
-                Ok(response.into_parts())
+                let (metadata, body) = response.into_parts();
+                Ok((metadata, body.into_message().await?))
             }
             Transport::Http(http) => {
                 // As Ferry's own clients do: a zero timeout fails before sending.

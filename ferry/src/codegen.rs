@@ -1,11 +1,15 @@
 //! Support code called by `ferry-build`'s generated code. Not part of the stable API.
 
+use std::future::Future;
+
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use prost::Message;
 
-use crate::service::{BoxFuture, RawResult};
+use crate::call::{Body, BoxFuture, CallResult, MessageStream, StreamItem, Streaming};
 use crate::{Request, Response, Status};
 
+pub use crate::call::MethodKind;
 pub use bytes;
 pub use prost;
 
@@ -14,19 +18,81 @@ pub use prost;
 /// Decoding happens inside the returned future, so it runs on the handler's task rather than
 /// on the connection's reader.
 pub fn unary<Req, Resp, Fut>(
-    request: Request<Bytes>,
+    request: Request<Body>,
     handler: impl FnOnce(Request<Req>) -> Fut + Send + 'static,
-) -> BoxFuture<RawResult>
+) -> BoxFuture<CallResult>
 where
     Req: Message + Default + 'static,
     Resp: Message,
-    Fut: std::future::Future<Output = Result<Response<Resp>, Status>> + Send,
+    Fut: Future<Output = Result<Response<Resp>, Status>> + Send,
 {
     Box::pin(async move {
-        let decoded = decode_request::<Req>(request)?;
+        let decoded = decode_single::<Req>(request).await?;
         let response = handler(decoded).await?;
-        Ok(response.map(|m| encode(&m)))
+        Ok(response.map(|m| Body::Message(encode(&m))))
     })
+}
+
+/// One request message in, a stream of responses out.
+pub fn server_streaming<Req, Resp, S, Fut>(
+    request: Request<Body>,
+    handler: impl FnOnce(Request<Req>) -> Fut + Send + 'static,
+) -> BoxFuture<CallResult>
+where
+    Req: Message + Default + 'static,
+    Resp: Message + 'static,
+    S: Stream<Item = Result<Resp, Status>> + Send + 'static,
+    Fut: Future<Output = Result<Response<S>, Status>> + Send,
+{
+    Box::pin(async move {
+        let decoded = decode_single::<Req>(request).await?;
+        let response = handler(decoded).await?;
+        Ok(response.map(encode_stream))
+    })
+}
+
+/// A stream of requests in, one response out.
+pub fn client_streaming<Req, Resp, Fut>(
+    request: Request<Body>,
+    handler: impl FnOnce(Request<Streaming<Req>>) -> Fut + Send + 'static,
+) -> BoxFuture<CallResult>
+where
+    Req: Message + Default + 'static,
+    Resp: Message,
+    Fut: Future<Output = Result<Response<Resp>, Status>> + Send,
+{
+    Box::pin(async move {
+        let response = handler(request.map(|body| Streaming::new(body.into_stream()))).await?;
+        Ok(response.map(|m| Body::Message(encode(&m))))
+    })
+}
+
+/// Streams both ways.
+pub fn bidi_streaming<Req, Resp, S, Fut>(
+    request: Request<Body>,
+    handler: impl FnOnce(Request<Streaming<Req>>) -> Fut + Send + 'static,
+) -> BoxFuture<CallResult>
+where
+    Req: Message + Default + 'static,
+    Resp: Message + 'static,
+    S: Stream<Item = Result<Resp, Status>> + Send + 'static,
+    Fut: Future<Output = Result<Response<S>, Status>> + Send,
+{
+    Box::pin(async move {
+        let response = handler(request.map(|body| Streaming::new(body.into_stream()))).await?;
+        Ok(response.map(encode_stream))
+    })
+}
+
+/// A typed response stream as encoded messages.
+fn encode_stream<Resp, S>(stream: S) -> Body
+where
+    Resp: Message + 'static,
+    S: Stream<Item = Result<Resp, Status>> + Send + 'static,
+{
+    Body::Stream(MessageStream::new(
+        stream.map(|item| item.map(|m| StreamItem::Message(encode(&m)))),
+    ))
 }
 
 /// Messages up to this size are encoded into a shared per-thread arena.
@@ -58,20 +124,42 @@ pub fn encode<M: Message>(message: &M) -> Bytes {
     })
 }
 
-/// Decodes the message of an encoded request.
-pub fn decode_request<T: Message + Default>(request: Request<Bytes>) -> Result<Request<T>, Status> {
-    let bytes = request.get_ref().clone();
+/// Decodes the single message of an encoded request.
+async fn decode_single<T: Message + Default>(request: Request<Body>) -> Result<Request<T>, Status> {
+    let bytes = match request.get_ref() {
+        Body::Message(bytes) => bytes.clone(),
+        Body::Stream(_) => {
+            let (request, body) = take_body(request);
+            let bytes = body.into_message().await?;
+            return decode_bytes(request, bytes);
+        }
+    };
+    decode_bytes(request.map(|_| ()), bytes)
+}
+
+fn take_body(request: Request<Body>) -> (Request<()>, Body) {
+    let mut body = None;
+    let request = request.map(|b| {
+        body = Some(b);
+    });
+    (request, body.unwrap_or_else(Body::empty))
+}
+
+fn decode_bytes<T: Message + Default>(
+    request: Request<()>,
+    bytes: Bytes,
+) -> Result<Request<T>, Status> {
     let message = T::decode(bytes).map_err(|e| {
         Status::invalid_argument(format!(
             "cannot decode request for {}: {e}",
             request.method()
         ))
     })?;
-    Ok(request.map(|_| message))
+    Ok(request.map(|()| message))
 }
 
 /// The error for a method the service does not have.
-pub fn unimplemented(service: &str, method: &str) -> BoxFuture<RawResult> {
+pub fn unimplemented(service: &str, method: &str) -> BoxFuture<CallResult> {
     let status = Status::unimplemented(format!("service {service} has no method {method}"));
     Box::pin(std::future::ready(Err(status)))
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use ferry::Channel;
-use ferry::balance::Balancer;
+use ferry::client::balance::Balancer;
 use ferry::discovery::ManualDiscovery;
 use support::*;
 

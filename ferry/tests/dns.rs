@@ -66,7 +66,7 @@ async fn srv_records_are_followed_as_they_change() {
         .interval(Duration::from_millis(100));
     let channel = Channel::builder("dns")
         .discovery(discovery)
-        .balancer(ferry::balance::Balancer::RoundRobin)
+        .balancer(ferry::client::balance::Balancer::RoundRobin)
         .timeout(PATIENCE)
         .lazy()
         .unwrap();

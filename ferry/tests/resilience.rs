@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use ferry::hedge::HedgeConfig;
-use ferry::outlier::OutlierConfig;
-use ferry::retry::{RetryBudget, RetryConfig};
-use ferry::service::{BoxFuture, RawResult};
+use ferry::call::{Body, BoxFuture, CallResult, MethodKind};
+use ferry::client::hedge::HedgeConfig;
+use ferry::client::outlier::OutlierConfig;
+use ferry::client::retry::{RetryBudget, RetryConfig};
 use ferry::{Channel, Code, Request, Server, ServiceHandler, Status};
 use support::*;
 
@@ -175,11 +174,15 @@ impl ServiceHandler for Relay {
         &[]
     }
 
-    fn call(&self, _method: &str, request: Request<Bytes>) -> BoxFuture<RawResult> {
+    fn methods(&self) -> &'static [(&'static str, MethodKind)] {
+        &[("Go", MethodKind::Unary)]
+    }
+
+    fn call(&self, _method: &str, request: Request<Body>) -> BoxFuture<CallResult> {
         let this = self.clone();
         Box::pin(async move {
             tokio::time::sleep(this.pause).await;
-            let mut outgoing = request.child(Bytes::new());
+            let mut outgoing = request.child(Body::empty());
             outgoing.set_method(WHO);
             this.seen
                 .lock()
@@ -214,7 +217,7 @@ async fn deadlines_propagate_across_two_hops() {
         .lazy()
         .unwrap();
     for _ in 0..5 {
-        let mut request = Request::new(Bytes::new());
+        let mut request = Request::new(Body::empty());
         request.set_method("/test.Relay/Go");
         client.call(request).await.unwrap();
     }
@@ -271,7 +274,7 @@ async fn hedged_calls_all_succeed_and_losers_are_cancelled() {
     }
     let channel = Channel::builder(comma_list(&backends))
         .timeout(PATIENCE)
-        .balancer(ferry::balance::Balancer::RoundRobin)
+        .balancer(ferry::client::balance::Balancer::RoundRobin)
         .retry(RetryConfig::disabled())
         .hedge(
             WHO,
@@ -337,8 +340,8 @@ async fn unavailable_without_instances_is_clear_and_quick() {
 /// Fails for one address, succeeds for the rest.
 struct FailFor(String, Arc<AtomicUsize>);
 
-impl ferry::outlier::Probe for FailFor {
-    fn probe(&self, endpoint: &ferry::Endpoint) -> BoxFuture<Result<(), Status>> {
+impl ferry::client::outlier::Probe for FailFor {
+    fn probe(&self, endpoint: &ferry::client::Endpoint) -> BoxFuture<Result<(), Status>> {
         self.1.fetch_add(1, Ordering::SeqCst);
         let fail = endpoint.authority() == self.0;
         Box::pin(async move {
@@ -358,7 +361,7 @@ async fn a_failing_health_probe_ejects_an_instance() {
     let probe = FailFor(backends[0].addr.to_string(), probes.clone());
     let channel = Channel::builder(comma_list(&backends))
         .timeout(PATIENCE)
-        .health_check(ferry::outlier::HealthCheck::new(
+        .health_check(ferry::client::outlier::HealthCheck::new(
             probe,
             Duration::from_millis(50),
         ))
@@ -381,7 +384,7 @@ async fn a_failing_health_probe_ejects_an_instance() {
 /// A `grpc.health.v1.Health` service answering `NOT_SERVING`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grpc_health_probe_reads_the_health_service() {
-    use ferry::outlier::{GrpcHealthProbe, Probe};
+    use ferry::client::outlier::{GrpcHealthProbe, Probe};
     let plain = backends(1).await;
     // A real backend whose built-in health service reports NOT_SERVING.
     let mut reporter = None;
@@ -393,13 +396,14 @@ async fn the_grpc_health_probe_reads_the_health_service() {
     .await;
     let probe = GrpcHealthProbe::new("");
     let endpoint = |addr: std::net::SocketAddr| {
-        ferry::Endpoint::new(&addr.to_string(), ferry::EndpointConfig::default()).unwrap()
+        ferry::client::Endpoint::new(&addr.to_string(), ferry::client::EndpointConfig::default())
+            .unwrap()
     };
     // The built-in health service reports SERVING.
     probe.probe(&endpoint(plain[0].addr)).await.unwrap();
     let status = probe.probe(&endpoint(sick.addr)).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(status.message().contains("health status 2"), "{status:?}");
+    assert!(status.message().contains("NOT_SERVING"), "{status:?}");
     // It recovers when the server reports SERVING again.
     reporter.expect("the reporter").set_serving("");
     probe.probe(&endpoint(sick.addr)).await.unwrap();

@@ -10,8 +10,7 @@
 
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use ferry::service::{BoxFuture, BoxService, RawResult};
+use ferry::call::{Body, BoxFuture, BoxService, CallResult};
 use ferry::{Code, Request, Status};
 
 /// Checks the caller's token and what it may call.
@@ -46,16 +45,16 @@ fn authorize(token: Option<&str>, method: &str) -> Result<(), Status> {
     }
 }
 
-impl tower::Service<Request<Bytes>> for Auth {
-    type Response = ferry::Response<Bytes>;
+impl tower::Service<Request<Body>> for Auth {
+    type Response = ferry::Response<Body>;
     type Error = Status;
-    type Future = BoxFuture<RawResult>;
+    type Future = BoxFuture<CallResult>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
         let public = request.method().starts_with("/grpc.health.v1.Health/");
         let token = request.metadata().get("authorization");
         match public

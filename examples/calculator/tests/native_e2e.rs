@@ -13,6 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+/// The native protocol's connection preface (docs/protocol.md): magic, version 1, flags.
+const PREFACE: [u8; 8] = [0xF0, b'F', b'E', b'R', b'R', b'Y', 1, 0];
+
 /// How long a test waits for something that should happen promptly before failing.
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -58,11 +61,11 @@ async fn dividing_by_zero_is_invalid_argument() {
 async fn unknown_method_is_unimplemented() {
     let server = start_calculator().await;
     let channel = Channel::connect(target(&server)).await.unwrap();
-    let mut request = Request::new(bytes::Bytes::new());
+    let mut request = Request::new(ferry::call::Body::empty());
     request.set_method("/calculator.v1.Calculator/Modulo");
     let status = channel.call(request).await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
-    let mut request = Request::new(bytes::Bytes::new());
+    let mut request = Request::new(ferry::call::Body::empty());
     request.set_method("/nope.v1.Nothing/Add");
     let status = channel.call(request).await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
@@ -330,9 +333,7 @@ async fn garbage_from_one_client_does_not_hurt_the_next() {
 
     // A valid preface followed by a frame that lies about its length.
     let mut liar = TcpStream::connect(addr).await.unwrap();
-    liar.write_all(&ferry::native::frame::PREFACE)
-        .await
-        .unwrap();
+    liar.write_all(&PREFACE).await.unwrap();
     liar.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0, 1])
         .await
         .unwrap();
@@ -346,10 +347,7 @@ async fn garbage_from_one_client_does_not_hurt_the_next() {
 
     // Random bytes after a valid preface.
     let mut noisy = TcpStream::connect(addr).await.unwrap();
-    noisy
-        .write_all(&ferry::native::frame::PREFACE)
-        .await
-        .unwrap();
+    noisy.write_all(&PREFACE).await.unwrap();
     let noise: Vec<u8> = (0..4096u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
@@ -414,7 +412,9 @@ async fn an_oversized_request_fails_only_its_own_call() {
     };
     fx.started.recv().await.unwrap();
 
-    let mut big = Request::new(bytes::Bytes::from(vec![0u8; 5 * 1024 * 1024]));
+    let mut big = Request::new(ferry::call::Body::Message(bytes::Bytes::from(
+        vec![0u8; 5 * 1024 * 1024],
+    )));
     big.set_method("/calculator.v1.Calculator/Add");
     let status = channel.call(big).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status}");

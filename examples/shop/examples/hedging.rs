@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use calculator::pb::{self, CalculateRequest, CalculateResponse};
 use clap::Parser;
-use ferry::hedge::HedgeConfig;
+use ferry::client::hedge::HedgeConfig;
 use ferry::{Channel, Request, Response, Server, Status};
 
 /// Hedging benchmark.
@@ -142,9 +142,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let list = format!("ferry://{}", addrs.join(","));
     let balancer = if args.round_robin {
-        ferry::balance::Balancer::RoundRobin
+        ferry::client::balance::Balancer::RoundRobin
     } else {
-        ferry::balance::Balancer::PowerOfTwoChoices
+        ferry::client::balance::Balancer::PowerOfTwoChoices
     };
     println!(
         "{} calculators ({balancer:?}); one takes {SLOW:?} on 20 % of its calls, else {FAST:?}; \

@@ -12,8 +12,8 @@
 use std::time::Duration;
 
 use calculator::pb::{CalculateRequest, CalculatorClient};
+use ferry::client::hedge::HedgeConfig;
 use ferry::discovery::EtcdRegistry;
-use ferry::hedge::HedgeConfig;
 use ferry::{Channel, Request, Response, Server, ServerHandle, Status};
 
 /// Generated messages, the `Shop` and `Pricing` traits, their servers and clients.
@@ -173,7 +173,7 @@ impl Backends {
         // Balanced even for a single address, so retries and ejection apply.
         let pricing = pricing
             .timeout(DEFAULT_TIMEOUT)
-            .retry(ferry::retry::RetryConfig::default())
+            .retry(ferry::client::retry::RetryConfig::default())
             .lazy()?;
         Ok((calculator, pricing))
     }

@@ -42,12 +42,12 @@ where
 
 /// Test middleware: copies request metadata whose key starts with `x-echo` into the response.
 #[derive(Clone)]
-pub struct Echo(ferry::service::BoxService);
+pub struct Echo(ferry::call::BoxService);
 
-impl tower::Service<ferry::Request<bytes::Bytes>> for Echo {
-    type Response = ferry::Response<bytes::Bytes>;
+impl tower::Service<ferry::Request<ferry::call::Body>> for Echo {
+    type Response = ferry::Response<ferry::call::Body>;
     type Error = ferry::Status;
-    type Future = ferry::service::BoxFuture<ferry::service::RawResult>;
+    type Future = ferry::call::BoxFuture<ferry::call::CallResult>;
 
     fn poll_ready(
         &mut self,
@@ -56,7 +56,7 @@ impl tower::Service<ferry::Request<bytes::Bytes>> for Echo {
         tower::Service::poll_ready(&mut self.0, cx)
     }
 
-    fn call(&mut self, request: ferry::Request<bytes::Bytes>) -> Self::Future {
+    fn call(&mut self, request: ferry::Request<ferry::call::Body>) -> Self::Future {
         let echo: Vec<(String, Vec<u8>)> = request
             .metadata()
             .iter()
@@ -78,10 +78,10 @@ impl tower::Service<ferry::Request<bytes::Bytes>> for Echo {
 #[derive(Clone, Copy)]
 pub struct EchoLayer;
 
-impl tower::Layer<ferry::service::BoxService> for EchoLayer {
+impl tower::Layer<ferry::call::BoxService> for EchoLayer {
     type Service = Echo;
 
-    fn layer(&self, inner: ferry::service::BoxService) -> Echo {
+    fn layer(&self, inner: ferry::call::BoxService) -> Echo {
         Echo(inner)
     }
 }

@@ -9,7 +9,7 @@ use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions, Watch
 
 use super::{Discovery, DiscoveryStream, EndpointChange, Registration, Registry};
 use crate::Status;
-use crate::service::BoxFuture;
+use crate::call::BoxFuture;
 
 /// Where registrations live unless [`EtcdRegistry::prefix`] says otherwise.
 pub const DEFAULT_PREFIX: &str = "/ferry/services/";

@@ -3,7 +3,7 @@
 //! Every source implements one trait, [`Discovery`], whose stream yields
 //! [`tower::discover::Change`]s keyed by an instance id with the instance's address as the
 //! value. A balanced [`Channel`](crate::Channel) turns each inserted address into an
-//! [`Endpoint`](crate::Endpoint) and each removal into a closed one.
+//! [`Endpoint`](crate::client::Endpoint) and each removal into a closed one.
 //!
 //! - [`StaticDiscovery`]: a fixed list, e.g. `ferry://10.0.0.1:8000,10.0.0.2:8000`.
 //! - [`ManualDiscovery`]: a list changed at run time through a handle (tests, custom sources).
@@ -29,7 +29,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::Status;
-use crate::service::BoxFuture;
+use crate::call::BoxFuture;
 
 pub use dns::DnsDiscovery;
 #[cfg(feature = "etcd")]
@@ -255,7 +255,7 @@ impl std::fmt::Debug for ManualDiscovery {
     }
 }
 
-/// Where a server announces itself, e.g. [`EtcdRegistry`] (feature `etcd`).
+/// Where a server announces itself, e.g. `EtcdRegistry` (feature `etcd`).
 ///
 /// [`Server::register`](crate::Server::register) calls it once per served service when the
 /// server starts, and [`Registration::deregister`] on graceful shutdown.

@@ -13,9 +13,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::frame::{Frame, FrameError, HEADER_LEN, Kind, Limits};
 use super::{MAX_DISCARD, Outbound, StreamIds, read_preface, write_loop};
+use crate::call::{Body, CallResult, MethodKind, deadline};
 use crate::{Code, Metadata, Request, Response, Status};
 
-type Reply = Result<Response<Bytes>, Status>;
+type Reply = CallResult;
 
 struct PendingCall {
     reply: oneshot::Sender<Reply>,
@@ -101,17 +102,16 @@ impl Connection {
     }
 
     /// Sends one unary call and waits for its reply, the deadline, or the caller giving up.
-    pub(crate) async fn call(&self, request: Request<Bytes>) -> Reply {
+    pub(crate) async fn call(&self, request: Request<Body>) -> Reply {
+        if request.method_kind() != MethodKind::Unary {
+            return Err(Status::unimplemented(
+                "streaming calls over the native protocol are not supported yet; use grpc://",
+            ));
+        }
         let deadline = request.deadline();
-        let timeout = match request.remaining() {
-            Some(t) if t.is_zero() => {
-                return Err(Status::deadline_exceeded(
-                    "deadline passed before the call was sent",
-                ));
-            }
-            other => other,
-        };
+        let timeout = deadline::wire_timeout(deadline)?;
         let (method, metadata, body) = request.into_call_parts();
+        let body = body.into_message().await?;
         let (reply_tx, reply_rx) = oneshot::channel();
         // Stream ids must reach the wire in increasing order, so the id is allocated and the
         // frame queued under the same lock (the queue send never blocks).
@@ -158,10 +158,7 @@ impl Connection {
                 Ok(r) => r,
                 Err(_) => {
                     guard.code = Code::DeadlineExceeded;
-                    return Err(Status::deadline_exceeded(format!(
-                        "no reply within the deadline ({:?} granted)",
-                        timeout.unwrap_or_default()
-                    )));
+                    return Err(deadline::exceeded());
                 }
             },
             None => reply_rx.await,
@@ -282,15 +279,15 @@ fn on_frame(
             status,
             metadata,
         } => {
-            if let Some(mut call) = pending.remove(&stream) {
+            if let Some(call) = pending.remove(&stream) {
                 let reply = if status.code() == Code::Ok {
-                    call.metadata.extend(metadata);
-                    Ok(Response::from_parts(
+                    Ok(Response::from_wire(
                         call.metadata,
-                        call.body.unwrap_or_default(),
+                        Body::Message(call.body.unwrap_or_default()),
+                        metadata,
                     ))
                 } else {
-                    Err(status)
+                    Err(status.with_metadata(metadata))
                 };
                 let _ = call.reply.send(reply);
             }

@@ -4,16 +4,12 @@
 //! stream id (u32, big-endian) — followed by the payload. Decoding never panics: any malformed
 //! input yields a [`FrameError`], after which the connection is closed.
 
-use std::borrow::Cow;
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::sync::{LazyLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::encoding::{decode_varint, encode_varint, encoded_len_varint};
 
-use crate::metadata::is_valid_key;
+use crate::call::is_valid_key;
 use crate::{Code, Metadata, Status};
 
 /// The 8-byte connection preface: magic `0xF0 "FERRY"`, version, reserved flags.
@@ -129,11 +125,9 @@ pub enum FrameError {
 /// Request or response metadata carried by a HEADERS frame.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    /// Full method path (`/package.Service/Method`); empty on response headers.
-    ///
-    /// Borrowed when the path was interned (see [`intern_method`]), so decoding the HEADERS of
-    /// a call to a method seen before allocates nothing.
-    pub method: Cow<'static, str>,
+    /// Full method path (`/package.Service/Method`) as sent, not yet checked (the server
+    /// resolves it against its router); empty on response headers.
+    pub method: Bytes,
     /// Time the caller grants the call, if any.
     pub timeout: Option<Duration>,
     /// Custom metadata.
@@ -254,7 +248,7 @@ pub fn encode_headers(
     dst: &mut BytesMut,
     stream: u32,
     end_stream: bool,
-    method: &str,
+    method: &[u8],
     timeout: Option<Duration>,
     metadata: &Metadata,
 ) {
@@ -265,7 +259,7 @@ pub fn encode_headers(
     let len = bytes_len(method.len()) + encoded_len_varint(micros) + metadata_len(metadata);
     let flags = if end_stream { FLAG_END_STREAM } else { 0 };
     put_header(dst, len, Kind::Headers, flags, stream);
-    put_bytes(dst, method.as_bytes());
+    put_bytes(dst, method);
     encode_varint(micros, dst);
     put_metadata(dst, metadata);
 }
@@ -311,13 +305,16 @@ pub fn encode_goaway(dst: &mut BytesMut, last_stream: u32, code: Code, message: 
 }
 
 /// Appends a WINDOW_UPDATE frame.
+#[cfg_attr(not(test), allow(dead_code))] // flow control for native streaming is next
 pub fn encode_window_update(dst: &mut BytesMut, stream: u32, increment: u32) {
     put_header(dst, 4, Kind::WindowUpdate, 0, stream);
     dst.put_u32(increment);
 }
 
 impl Frame {
-    /// Appends this frame's encoding to `dst`.
+    /// Appends this frame's encoding to `dst` (the endpoints encode straight from their own
+    /// state with the `encode_*` functions; tests round-trip whole frames).
+    #[cfg(test)]
     pub fn encode(&self, dst: &mut BytesMut) {
         match self {
             Frame::Headers {
@@ -442,29 +439,27 @@ impl Reader {
         String::from_utf8(b.to_vec()).map_err(|_| self.err("string is not UTF-8"))
     }
 
-    fn method(&mut self) -> Result<Cow<'static, str>, FrameError> {
-        let b = self.bytes()?;
-        if let Some(path) = intern_method(&b) {
-            return Ok(Cow::Borrowed(path));
-        }
-        String::from_utf8(b.to_vec())
-            .map(Cow::Owned)
-            .map_err(|_| self.err("string is not UTF-8"))
-    }
-
     fn code(&mut self) -> Result<Code, FrameError> {
         // Codes this version does not know read as UNKNOWN, as gRPC does.
         Ok(Code::from_i32(i32::from(self.u8()?)))
     }
 
-    fn metadata(&mut self, limits: &Limits) -> Result<Metadata, FrameError> {
+    /// Reads metadata; `already` bytes of the frame (the method path) count toward the limit.
+    fn metadata(&mut self, limits: &Limits, already: usize) -> Result<Metadata, FrameError> {
+        if already > limits.max_metadata_size {
+            return Err(FrameError::MetadataTooLarge {
+                len: already,
+                max: limits.max_metadata_size,
+                stream: 0,
+            });
+        }
         let count = self.varint()?;
         // Each entry needs at least two length bytes, so a count above this is a lie.
         if count > self.buf.len() as u64 / 2 {
             return Err(self.err("metadata count runs past the end of the frame"));
         }
         let mut md = Metadata::new();
-        let mut total = 0usize;
+        let mut total = already;
         for _ in 0..count {
             let key = self.string()?;
             if !is_valid_key(&key) {
@@ -493,64 +488,6 @@ impl Reader {
     }
 }
 
-/// At most this many distinct method paths are interned per process.
-const MAX_INTERNED: usize = 1024;
-/// Longer method paths are never interned.
-const MAX_INTERNED_LEN: usize = 256;
-
-/// Every interned path; entries are leaked on purpose and never removed, so the table (and the
-/// memory it pins, at most `MAX_INTERNED * MAX_INTERNED_LEN` bytes) is bounded.
-static INTERNED: LazyLock<RwLock<HashMap<&'static [u8], &'static str>>> =
-    LazyLock::new(|| RwLock::new(HashMap::new()));
-
-thread_local! {
-    /// The paths this thread decoded last, checked before the shared table (no lock).
-    static RECENT: RefCell<[&'static str; 8]> = const { RefCell::new([""; 8]) };
-}
-
-/// The `'static` copy of a method path, interning it if the table has room.
-///
-/// Only well-formed paths (`/package.Service/Method`) are interned; `None` means the caller
-/// must allocate (a malformed path, an over-long one, or a full table).
-pub fn intern_method(raw: &[u8]) -> Option<&'static str> {
-    if raw.is_empty() {
-        return Some("");
-    }
-    let hit = RECENT.with_borrow(|recent| recent.iter().copied().find(|p| p.as_bytes() == raw));
-    if hit.is_some() {
-        return hit;
-    }
-    let found = INTERNED
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(raw)
-        .copied();
-    let path = match found {
-        Some(path) => path,
-        None => {
-            let text = std::str::from_utf8(raw).ok()?;
-            if raw.len() > MAX_INTERNED_LEN || crate::service::split_method_path(text).is_none() {
-                return None;
-            }
-            let mut table = INTERNED.write().unwrap_or_else(PoisonError::into_inner);
-            match table.get(raw) {
-                Some(path) => path,
-                None if table.len() >= MAX_INTERNED => return None,
-                None => {
-                    let path: &'static str = Box::leak(text.to_owned().into_boxed_str());
-                    table.insert(path.as_bytes(), path);
-                    path
-                }
-            }
-        }
-    };
-    RECENT.with_borrow_mut(|recent| {
-        recent.rotate_right(1);
-        recent[0] = path;
-    });
-    Some(path)
-}
-
 fn decode_payload(
     kind: Kind,
     flags: u8,
@@ -569,9 +506,10 @@ fn decode_payload(
     let end_stream = flags & FLAG_END_STREAM != 0;
     let frame = match kind {
         Kind::Headers => {
-            let method = r.method()?;
+            // The method path counts toward the metadata limit, so a huge path fails its call.
+            let method = r.bytes()?;
             let micros = r.varint()?;
-            let metadata = r.metadata(limits)?;
+            let metadata = r.metadata(limits, method.len())?;
             Frame::Headers {
                 stream,
                 end_stream,
@@ -594,7 +532,7 @@ fn decode_payload(
             let code = r.code()?;
             let message = r.string()?;
             let details = r.bytes()?;
-            let metadata = r.metadata(limits)?;
+            let metadata = r.metadata(limits, 0)?;
             Frame::Status {
                 stream,
                 status: Status::new(code, message).with_details(details),
@@ -661,7 +599,7 @@ mod tests {
             stream: 1,
             end_stream: false,
             headers: Headers {
-                method: "/calculator.v1.Calculator/Add".into(),
+                method: Bytes::from_static(b"/calculator.v1.Calculator/Add"),
                 timeout: Some(Duration::from_millis(1500)),
                 metadata: sample_metadata(),
             },
@@ -791,7 +729,7 @@ mod tests {
         let mut md = Metadata::new();
         md.insert("k", "v".repeat(100));
         let mut big = BytesMut::new();
-        encode_headers(&mut big, 1, false, "/a/b", None, &md);
+        encode_headers(&mut big, 1, false, b"/a/b", None, &md);
         assert!(matches!(
             decode(big),
             Err(FrameError::MetadataTooLarge { .. })
@@ -805,30 +743,32 @@ mod tests {
     }
 
     #[test]
-    fn method_paths_are_interned_when_well_formed() {
-        let a = intern_method(b"/intern.v1.Svc/Call").expect("well-formed");
-        let b = intern_method(b"/intern.v1.Svc/Call").expect("well-formed");
-        assert_eq!(a, "/intern.v1.Svc/Call");
-        assert!(std::ptr::eq(a, b), "the same path is interned once");
-        assert_eq!(intern_method(b""), Some(""));
-        assert_eq!(intern_method(b"no-slashes"), None);
-        assert_eq!(intern_method(b"/a/\xff"), None);
-        assert_eq!(intern_method(&[b'/'; 300]), None);
-        // Decoding yields the same path either way.
+    fn the_method_path_counts_toward_the_metadata_limit() {
+        let limits = Limits {
+            max_frame_size: 1 << 20,
+            max_metadata_size: 64,
+        };
         let mut buf = BytesMut::new();
         encode_headers(
             &mut buf,
             1,
             true,
-            "not/interned/path",
+            "/a".repeat(100).as_bytes(),
             None,
             &Metadata::new(),
         );
-        let Ok(Some(Frame::Headers { headers, .. })) = Frame::decode(&mut buf, &Limits::default())
-        else {
-            panic!("valid frame");
-        };
-        assert!(matches!(headers.method, Cow::Owned(ref m) if m == "not/interned/path"));
+        assert!(matches!(
+            Frame::decode(&mut buf, &limits),
+            Err(FrameError::MetadataTooLarge {
+                len: 200,
+                stream: 1,
+                ..
+            })
+        ));
+        assert!(
+            buf.is_empty(),
+            "the frame is consumed, so only its stream fails"
+        );
     }
 
     proptest! {
@@ -870,7 +810,7 @@ mod tests {
                 stream,
                 end_stream: false,
                 headers: Headers {
-                    method: method.into(),
+                    method: Bytes::from(method),
                     timeout: (micros > 0).then(|| Duration::from_micros(micros)),
                     metadata,
                 },

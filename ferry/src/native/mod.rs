@@ -1,11 +1,11 @@
 //! Ferry's native multiplexed binary protocol (spec: `docs/protocol.md`).
 //!
-//! - [`frame`]: the frame codec and its limits.
+//! - `frame`: the frame codec and its limits.
 //! - `server`: serving one accepted connection.
 //! - `client`: one multiplexed client connection per endpoint.
 
 pub(crate) mod client;
-pub mod frame;
+pub(crate) mod frame;
 pub(crate) mod server;
 
 use std::borrow::Cow;
@@ -17,7 +17,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::{Code, Metadata, Response, Status};
+use crate::call::{Body, CallResult};
+use crate::{Code, Metadata, Status};
 use frame::*;
 
 /// Random per process, so a peer cannot choose stream ids that collide in our tables.
@@ -102,7 +103,7 @@ pub(crate) enum Outbound {
     /// A unary reply: optional HEADERS, DATA, then STATUS; or STATUS alone on error.
     Reply {
         stream: u32,
-        result: Result<Response<Bytes>, Status>,
+        result: CallResult,
     },
     Cancel {
         stream: u32,
@@ -124,7 +125,7 @@ impl Outbound {
                 metadata,
                 body,
             } => {
-                encode_headers(dst, stream, false, &method, timeout, &metadata);
+                encode_headers(dst, stream, false, method.as_bytes(), timeout, &metadata);
                 encode_data(dst, stream, true, &body);
             }
             Outbound::Reply { stream, result } => encode_reply(dst, stream, result),
@@ -134,22 +135,24 @@ impl Outbound {
     }
 }
 
-/// Encodes a unary reply: optional HEADERS, DATA, then STATUS; or STATUS alone on error.
-pub(crate) fn encode_reply(
-    dst: &mut BytesMut,
-    stream: u32,
-    result: Result<Response<Bytes>, Status>,
-) {
+/// Encodes a unary reply: optional HEADERS, DATA, then STATUS with the trailers; or STATUS
+/// alone on error.
+pub(crate) fn encode_reply(dst: &mut BytesMut, stream: u32, result: CallResult) {
     match result {
         Ok(response) => {
-            let (metadata, body) = response.into_parts();
+            let (metadata, body, trailers) = response.into_wire_parts();
+            let Body::Message(body) = body else {
+                let status = Status::internal("a unary method answered with a stream");
+                encode_status(dst, stream, &status, &Metadata::new());
+                return;
+            };
             if !metadata.is_empty() {
-                encode_headers(dst, stream, false, "", None, &metadata);
+                encode_headers(dst, stream, false, b"", None, &metadata);
             }
             encode_data(dst, stream, false, &body);
-            encode_status(dst, stream, &Status::new(Code::Ok, ""), &Metadata::new());
+            encode_status(dst, stream, &Status::new(Code::Ok, ""), &trailers);
         }
-        Err(status) => encode_status(dst, stream, &status, &Metadata::new()),
+        Err(status) => encode_status(dst, stream, &status, status.metadata()),
     }
 }
 

@@ -5,35 +5,26 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
-use tokio_util::sync::CancellationToken;
-use tower::{Service, ServiceExt};
 
 use super::frame::{self, Frame, FrameError, HEADER_LEN, Headers, Kind, Limits, PREFACE};
 use super::{MAX_BATCH, MAX_DISCARD, Outbound, StreamIds, encode_reply, read_preface};
+use crate::call::{Body, BoxService, MethodKind, deadline};
+use crate::server::{Dispatch, Shutdown, begin, finish, guarded, handler_panicked};
+use crate::{Code, Request, Status};
 
 /// How long a new connection may take to send its preface before it is closed.
-pub const PREFACE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-use crate::service::{BoxFuture, BoxService, RawResult};
-use crate::{Code, Request, Status};
+pub(crate) const PREFACE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Per-connection settings of the native protocol on the server.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnConfig {
     pub limits: Limits,
     pub max_concurrent_streams: usize,
-}
-
-/// Signals that end a connection: `drain` finishes in-flight calls, `force` aborts them.
-#[derive(Clone)]
-pub(crate) struct Shutdown {
-    pub drain: CancellationToken,
-    pub force: CancellationToken,
 }
 
 /// One connection's state, owned by the single task that serves it.
@@ -44,6 +35,8 @@ pub(crate) struct Shutdown {
 struct Conn {
     /// Clones go to spawned handlers, which send their replies back to the connection task.
     replies: mpsc::UnboundedSender<Outbound>,
+    dispatch: Dispatch,
+    /// This connection's own clone of the layered service (called without a clone per call).
     svc: BoxService,
     peer: Option<SocketAddr>,
     cfg: Arc<ConnConfig>,
@@ -65,7 +58,7 @@ pub(crate) async fn serve_connection<R, W>(
     mut writer: W,
     mut buf: BytesMut,
     peer: Option<SocketAddr>,
-    svc: BoxService,
+    dispatch: Dispatch,
     cfg: Arc<ConnConfig>,
     shutdown: Shutdown,
 ) where
@@ -91,7 +84,8 @@ pub(crate) async fn serve_connection<R, W>(
     out.extend_from_slice(&PREFACE);
     let mut conn = Conn {
         replies,
-        svc,
+        svc: dispatch.service(),
+        dispatch,
         peer,
         cfg,
         active: HashMap::default(),
@@ -366,21 +360,29 @@ impl Conn {
     }
 
     async fn dispatch(&mut self, stream: u32, headers: Headers, body: Bytes) {
-        let deadline = headers.timeout.and_then(|t| Instant::now().checked_add(t));
-        let request =
-            Request::from_wire(headers.method, headers.metadata, deadline, self.peer, body);
-        // Opt-in server timing wraps the handler's future; only then does it need a second box.
-        let timing = crate::service::wants_server_timing(request.metadata());
-        let mut future: BoxFuture<RawResult> = match self.svc.ready().await {
-            Ok(svc) if timing => {
-                Box::pin(crate::service::with_server_timing(true, svc.call(request)))
+        let route = match self.dispatch.resolve(&headers.method) {
+            Ok((_, kind)) if kind != MethodKind::Unary => {
+                let status = Status::unimplemented(
+                    "streaming methods are not served over the native protocol yet; use gRPC",
+                );
+                self.reply(stream, status);
+                return;
             }
-            Ok(svc) => svc.call(request),
+            Ok(route) => route,
             Err(status) => {
                 self.reply(stream, status);
                 return;
             }
         };
+        let deadline = headers.timeout.and_then(deadline::from_timeout);
+        let request = Request::from_wire(
+            route,
+            headers.metadata,
+            deadline,
+            self.peer,
+            Body::Message(body),
+        );
+        let mut future = begin(&mut self.svc, request).await;
         // The first poll runs right here: a handler that finishes without waiting (the common
         // unary case) costs no task, no channel hop and no lock. Its outcome is what a spawned
         // task would have produced: a timeout polls the call before the clock, so a call that
@@ -388,12 +390,12 @@ impl Conn {
         let mut cx = Context::from_waker(Waker::noop());
         match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
             Ok(Poll::Ready(result)) => {
-                encode_reply(&mut self.out, stream, result);
+                encode_reply(&mut self.out, stream, finish(result, deadline));
                 return;
             }
             Ok(Poll::Pending) => {}
             Err(_panic) => {
-                self.reply(stream, crate::service::handler_panicked());
+                self.reply(stream, handler_panicked());
                 return;
             }
         }
@@ -401,7 +403,7 @@ impl Conn {
         // under the deadline, and let CANCEL abort it.
         let replies = self.replies.clone();
         let task = tokio::spawn(async move {
-            let result = crate::service::guarded(future, deadline).await;
+            let result = guarded(future, deadline).await;
             let _ = replies.send(Outbound::Reply { stream, result });
         });
         self.active.insert(stream, task.abort_handle());

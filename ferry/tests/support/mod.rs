@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferry::service::{BoxFuture, RawResult};
+use ferry::call::{Body, BoxFuture, CallResult, MethodKind};
 use ferry::{Channel, Code, Request, Response, Server, ServerHandle, ServiceHandler, Status};
 
 /// The backend's service name and its one method.
@@ -86,7 +86,11 @@ impl ServiceHandler for BackendService {
         &[]
     }
 
-    fn call(&self, method: &str, request: Request<Bytes>) -> BoxFuture<RawResult> {
+    fn methods(&self) -> &'static [(&'static str, MethodKind)] {
+        &[("Who", MethodKind::Unary)]
+    }
+
+    fn call(&self, method: &str, request: Request<Body>) -> BoxFuture<CallResult> {
         let this = self.clone();
         let method = method.to_owned();
         Box::pin(async move {
@@ -96,12 +100,16 @@ impl ServiceHandler for BackendService {
             let n = this.stats.calls.fetch_add(1, Ordering::SeqCst) as u64 + 1;
             if request
                 .metadata()
-                .get(ferry::retry::RETRY_ATTEMPTS)
+                .get(ferry::client::retry::RETRY_ATTEMPTS)
                 .is_some()
             {
                 this.stats.retries.fetch_add(1, Ordering::SeqCst);
             }
-            if request.metadata().get(ferry::hedge::HEDGED).is_some() {
+            if request
+                .metadata()
+                .get(ferry::client::hedge::HEDGED)
+                .is_some()
+            {
                 this.stats.hedged.fetch_add(1, Ordering::SeqCst);
             }
             this.stats
@@ -132,7 +140,9 @@ impl ServiceHandler for BackendService {
                     format!("{} is failing on purpose", this.name),
                 ));
             }
-            Ok(Response::new(Bytes::from(this.name.to_string())))
+            Ok(Response::new(Body::Message(Bytes::from(
+                this.name.to_string(),
+            ))))
         })
     }
 }
@@ -212,13 +222,14 @@ pub fn comma_list(backends: &[Backend]) -> String {
 
 /// Calls `Who`, optionally with a metadata key/value; returns the backend's name.
 pub async fn who(channel: &Channel, meta: Option<(&str, &str)>) -> Result<String, Status> {
-    let mut request = Request::new(Bytes::new());
+    let mut request = Request::new(Body::empty());
     request.set_method(WHO);
     if let Some((k, v)) = meta {
         request.metadata_mut().insert(k, v);
     }
     let response = channel.call(request).await?;
-    Ok(String::from_utf8_lossy(response.get_ref()).into_owned())
+    let bytes = response.into_inner().into_message().await?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Polls `check` every 20 ms until it holds or `within` passes; returns whether it held.

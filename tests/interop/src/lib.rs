@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry::service::{BoxFuture, BoxService, RawResult};
+use ferry::call::{Body, BoxFuture, BoxService, CallResult};
 use ferry::{Request, Status};
 use tower::{Layer, Service};
 
@@ -34,16 +34,16 @@ pub struct Echo {
     inner: BoxService,
 }
 
-impl Service<Request<Bytes>> for Echo {
-    type Response = ferry::Response<Bytes>;
+impl Service<Request<Body>> for Echo {
+    type Response = ferry::Response<Body>;
     type Error = Status;
-    type Future = BoxFuture<RawResult>;
+    type Future = BoxFuture<CallResult>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
         let sleep = request
             .metadata()
             .get(SLEEP_KEY)

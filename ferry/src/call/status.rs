@@ -4,6 +4,8 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use super::Metadata;
+
 /// The 17 canonical status codes shared with gRPC.
 ///
 /// The numeric values are the gRPC wire values, so a code survives every protocol unchanged.
@@ -132,6 +134,7 @@ pub struct Status {
     code: Code,
     message: String,
     details: Bytes,
+    metadata: Metadata,
 }
 
 macro_rules! status_ctors {
@@ -152,6 +155,7 @@ impl Status {
             code,
             message: message.into(),
             details: Bytes::new(),
+            metadata: Metadata::new(),
         }
     }
 
@@ -196,6 +200,23 @@ impl Status {
         self
     }
 
+    /// Attaches trailing metadata, sent with the status (gRPC trailers, the native STATUS
+    /// frame, Connect's error metadata).
+    pub fn with_metadata(mut self, metadata: Metadata) -> Status {
+        self.metadata = metadata;
+        self
+    }
+
+    /// The trailing metadata sent with this status.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The trailing metadata sent with this status, mutably.
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.metadata
+    }
+
     /// The status code.
     pub fn code(&self) -> Code {
         self.code
@@ -218,6 +239,9 @@ impl fmt::Debug for Status {
         d.field("code", &self.code).field("message", &self.message);
         if !self.details.is_empty() {
             d.field("details", &self.details);
+        }
+        if !self.metadata.is_empty() {
+            d.field("metadata", &self.metadata);
         }
         d.finish()
     }

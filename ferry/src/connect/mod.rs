@@ -1,27 +1,32 @@
-//! HTTP/JSON: Connect-protocol unary calls (`POST /package.Service/Method` with a JSON or
-//! protobuf body) and REST routes declared with `google.api.http` annotations.
+//! The Connect protocol and REST routes: Connect unary calls (`POST /package.Service/Method`
+//! with a JSON or protobuf body) and REST routes declared with `google.api.http` annotations,
+//! served through the server's one dispatch path; [`client`] is the Connect client transport.
 //!
 //! JSON follows the canonical proto3 JSON mapping (via prost-reflect); errors are Connect's
 //! `{"code": "invalid_argument", "message": "…"}` with the matching HTTP status.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 use prost::Message;
 use prost_reflect::{
-    DescriptorPool, DeserializeOptions, DynamicMessage, Kind, MessageDescriptor, MethodDescriptor,
+    DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, MethodDescriptor,
     SerializeOptions, Value,
 };
 
-use super::body::{ReplyBody, collect, reply_body};
-use super::{HttpContext, headers_to_metadata, metadata_to_headers};
-use crate::native::frame::intern_method;
-use crate::service::run_call;
+pub(crate) mod client;
+mod rest;
+
+use crate::call::{Body, MethodKind, deadline};
+use crate::http::HttpContext;
+use crate::http::body::{ReplyBody, collect, reply_body};
+use crate::http::headers::{headers_to_metadata, metadata_to_headers, put_metadata};
 use crate::{Code, Request, Status};
+use rest::{RestRoute, match_template, set_path, url_query};
 
 /// Transcodes JSON to and from protobuf for every registered unary method.
 #[derive(Default)]
@@ -40,24 +45,6 @@ struct Target {
     path: Cow<'static, str>,
 }
 
-/// One `google.api.http` binding.
-struct RestRoute {
-    verb: Method,
-    template: Vec<Segment>,
-    /// `"*"` (the whole body), a field name, or empty (no body).
-    body: String,
-    target: Target,
-}
-
-#[derive(Debug, PartialEq)]
-enum Segment {
-    Literal(String),
-    /// `*`: any one segment, not captured.
-    Any,
-    /// `{field}` or `{field=*}`: one segment captured into a field path.
-    Capture(String),
-}
-
 impl JsonGateway {
     /// Builds the gateway for `services` (full names) described in `pool`.
     pub(crate) fn new(pool: &DescriptorPool, services: &[&str]) -> JsonGateway {
@@ -71,12 +58,9 @@ impl JsonGateway {
                 if method.is_client_streaming() || method.is_server_streaming() {
                     continue;
                 }
-                let path = format!("/{}/{}", service.full_name(), method.name());
+                let path = crate::call::join(service.full_name(), method.name());
                 let target = Target {
-                    path: match intern_method(path.as_bytes()) {
-                        Some(interned) => Cow::Borrowed(interned),
-                        None => Cow::Owned(path.clone()),
-                    },
+                    path: Cow::Borrowed(crate::call::intern(&path)),
                     method,
                 };
                 if let Some(ext) = &http_rule {
@@ -92,88 +76,6 @@ impl JsonGateway {
         }
         gateway
     }
-
-    fn add_rule(&mut self, rule: &DynamicMessage, target: &Target) {
-        let text = |name: &str| match rule.get_field_by_name(name).as_deref() {
-            Some(Value::String(s)) => s.clone(),
-            _ => String::new(),
-        };
-        for (verb, field) in [
-            (Method::GET, "get"),
-            (Method::PUT, "put"),
-            (Method::POST, "post"),
-            (Method::DELETE, "delete"),
-            (Method::PATCH, "patch"),
-        ] {
-            let path = text(field);
-            if path.is_empty() {
-                continue;
-            }
-            match parse_template(&path) {
-                Some(template) => self.routes.push(RestRoute {
-                    verb,
-                    template,
-                    body: text("body"),
-                    target: target.clone(),
-                }),
-                None => tracing::warn!(
-                    method = target.method.full_name(),
-                    "ignoring unsupported google.api.http path template {path:?}"
-                ),
-            }
-        }
-        if let Some(Value::List(more)) = rule.get_field_by_name("additional_bindings").as_deref() {
-            for binding in more {
-                if let Value::Message(binding) = binding {
-                    self.add_rule(binding, target);
-                }
-            }
-        }
-    }
-}
-
-fn parse_template(path: &str) -> Option<Vec<Segment>> {
-    let rest = path.strip_prefix('/')?;
-    rest.split('/')
-        .map(|segment| {
-            if segment == "*" {
-                Some(Segment::Any)
-            } else if let Some(inner) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}'))
-            {
-                let field = inner.strip_suffix("=*").unwrap_or(inner);
-                (!field.is_empty() && !field.contains(['=', '*', '/']))
-                    .then(|| Segment::Capture(field.to_owned()))
-            } else if segment.is_empty() || segment.contains(['{', '}', '*']) {
-                None
-            } else {
-                Some(Segment::Literal(segment.to_owned()))
-            }
-        })
-        .collect()
-}
-
-/// Matches `path` against `template`, returning the captured `(field path, value)` pairs.
-fn match_template(template: &[Segment], path: &str) -> Option<Vec<(String, String)>> {
-    let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
-    if segments.len() != template.len() {
-        return None;
-    }
-    let mut captures = Vec::new();
-    for (pattern, segment) in template.iter().zip(segments) {
-        match pattern {
-            Segment::Literal(lit) if lit == segment => {}
-            Segment::Literal(_) => return None,
-            Segment::Any if !segment.is_empty() => {}
-            Segment::Capture(field) if !segment.is_empty() => {
-                let value = percent_encoding::percent_decode_str(segment)
-                    .decode_utf8_lossy()
-                    .into_owned();
-                captures.push((field.clone(), value));
-            }
-            Segment::Any | Segment::Capture(_) => return None,
-        }
-    }
-    Some(captures)
 }
 
 /// The HTTP status Connect uses for each code.
@@ -226,7 +128,8 @@ enum BodyFormat {
 
 /// Serves one HTTP request that is not gRPC.
 pub(crate) async fn serve(
-    ctx: Arc<HttpContext>,
+    ctx: &HttpContext,
+    peer: Option<SocketAddr>,
     request: http::Request<hyper::body::Incoming>,
 ) -> http::Response<ReplyBody> {
     let (parts, body) = request.into_parts();
@@ -269,7 +172,7 @@ pub(crate) async fn serve(
     }) {
         (&route.target, captures, route.body.as_str())
     } else {
-        let status = if crate::service::split_method_path(path).is_some() {
+        let status = if crate::call::split_method_path(path).is_some() {
             Status::unimplemented(format!("no method {path} on this server"))
         } else {
             Status::not_found(format!("no route for {} {path}", parts.method))
@@ -312,7 +215,7 @@ pub(crate) async fn serve(
     let deadline = match parts.headers.get("connect-timeout-ms") {
         None => None,
         Some(ms) => match ms.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
-            Some(ms) => Instant::now().checked_add(Duration::from_millis(ms)),
+            Some(ms) => deadline::from_timeout(Duration::from_millis(ms)),
             None => {
                 return fail(Status::invalid_argument(format!(
                     "malformed connect-timeout-ms header {ms:?}"
@@ -321,10 +224,14 @@ pub(crate) async fn serve(
         },
     };
     let metadata = headers_to_metadata(&parts.headers);
-    let call = Request::from_wire(target.path.clone(), metadata, deadline, ctx.peer, input);
-    let mut svc = ctx.svc.clone();
-    let (metadata, output) = match run_call(&mut svc, call).await {
-        Ok(response) => response.into_parts(),
+    let route = (target.path.clone(), MethodKind::Unary);
+    let call = Request::from_wire(route, metadata, deadline, peer, Body::Message(input));
+    let (metadata, output, trailers) = match ctx.dispatch.call(call).await {
+        Ok(response) => response.into_wire_parts(),
+        Err(status) => return fail(status),
+    };
+    let output = match output.into_message().await {
+        Ok(output) => output,
         Err(status) => return fail(status),
     };
     let (bytes, content_type) = match format {
@@ -337,6 +244,7 @@ pub(crate) async fn serve(
     };
     let mut response = http::Response::new(reply_body(Some(bytes), None));
     metadata_to_headers(&metadata, response.headers_mut());
+    put_metadata(&trailers, response.headers_mut(), "trailer-");
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static(content_type),
@@ -403,87 +311,6 @@ fn json_to_proto(
     Ok(Bytes::from(message.encode_to_vec()))
 }
 
-fn url_query(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
-/// Sets `a.b.c` in a JSON object, turning text into the field's JSON type where needed.
-fn set_path(
-    object: &mut serde_json::Map<String, serde_json::Value>,
-    desc: &MessageDescriptor,
-    path: &str,
-    value: serde_json::Value,
-) -> Result<(), Status> {
-    let (head, rest) = match path.split_once('.') {
-        Some((head, rest)) => (head, Some(rest)),
-        None => (path, None),
-    };
-    let field = desc
-        .get_field_by_name(head)
-        .or_else(|| desc.get_field_by_json_name(head))
-        .ok_or_else(|| {
-            Status::invalid_argument(format!("{} has no field {head:?}", desc.full_name()))
-        })?;
-    let key = field.json_name().to_owned();
-    match rest {
-        Some(rest) => {
-            let Kind::Message(inner) = field.kind() else {
-                return Err(Status::invalid_argument(format!(
-                    "{head:?} in {path:?} is not a message field"
-                )));
-            };
-            let entry = object
-                .entry(key)
-                .or_insert_with(|| serde_json::Value::Object(Default::default()));
-            match entry {
-                serde_json::Value::Object(map) => set_path(map, &inner, rest, value),
-                _ => Err(Status::invalid_argument(format!("{head:?} is set twice"))),
-            }
-        }
-        None => {
-            let value = match (&value, field.kind()) {
-                (serde_json::Value::String(text), Kind::Bool) => match text.as_str() {
-                    "true" => serde_json::Value::Bool(true),
-                    "false" => serde_json::Value::Bool(false),
-                    _ => value,
-                },
-                (serde_json::Value::String(text), Kind::Double | Kind::Float) => text
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(serde_json::Number::from_f64)
-                    .map_or(value, serde_json::Value::Number),
-                _ => value,
-            };
-            let value = if field.is_list() && !value.is_array() {
-                serde_json::Value::Array(vec![value])
-            } else {
-                value
-            };
-            match (object.get_mut(&key), value) {
-                (Some(serde_json::Value::Array(list)), serde_json::Value::Array(more)) => {
-                    list.extend(more);
-                }
-                (_, value) => {
-                    object.insert(key, value);
-                }
-            }
-            Ok(())
-        }
-    }
-}
-
 /// Renders an encoded message as canonical proto3 JSON.
 fn proto_to_json(desc: &MessageDescriptor, bytes: Bytes) -> Result<Bytes, Status> {
     let message = DynamicMessage::decode(desc.clone(), bytes).map_err(|e| {
@@ -500,26 +327,6 @@ fn proto_to_json(desc: &MessageDescriptor, bytes: Bytes) -> Result<Bytes, Status
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn templates_parse_and_match() {
-        let t = parse_template("/v1/shelves/{shelf}/books/{book.id=*}").unwrap();
-        assert_eq!(
-            match_template(&t, "/v1/shelves/7/books/a%20b"),
-            Some(vec![
-                ("shelf".to_owned(), "7".to_owned()),
-                ("book.id".to_owned(), "a b".to_owned())
-            ])
-        );
-        assert_eq!(match_template(&t, "/v1/shelves/7/books"), None);
-        assert_eq!(match_template(&t, "/v1/shelves//books/1"), None);
-        assert_eq!(
-            match_template(&parse_template("/add").unwrap(), "/add"),
-            Some(vec![])
-        );
-        assert!(parse_template("add").is_none());
-        assert!(parse_template("/v1/{name=shelves/**}").is_none());
-    }
 
     #[test]
     fn codes_map_to_http() {

@@ -13,18 +13,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tower::ServiceExt;
 use tower::buffer::Buffer;
 
-use crate::balance::{self, Balancer, BoxError, NodeFactory};
+use super::balance::{self, Balancer, BoxError, NodeFactory};
+use super::endpoint::EndpointConfig;
+use super::hedge::{HedgeConfig, HedgePolicy};
+use super::outlier::{HealthCheck, OutlierConfig, PoolStats};
+use super::retry::{RetryBudget, RetryConfig, RetryPolicy};
+use crate::call::BoxService;
+use crate::call::{Body, BoxFuture, CallResult};
 use crate::discovery::{Discovery, StaticDiscovery};
-use crate::endpoint::EndpointConfig;
-use crate::hedge::{HedgeConfig, HedgePolicy};
-use crate::outlier::{HealthCheck, OutlierConfig, PoolStats};
-use crate::retry::{RetryBudget, RetryConfig, RetryPolicy};
-use crate::service::{BoxFuture, RawResult};
-use crate::{ChannelService, Request, Status};
+use crate::{Request, Status};
 
 /// Calls that may wait in the balancer's queue at once.
 const QUEUE: usize = 4096;
@@ -78,7 +78,7 @@ pub(crate) fn build(
     discovery: Arc<dyn Discovery>,
     endpoint: EndpointConfig,
     config: &ClusterConfig,
-) -> ChannelService {
+) -> BoxService {
     let name: Arc<str> = Arc::from(discovery.describe());
     let (instances_tx, instances) = tokio::sync::watch::channel(0);
     let factory = NodeFactory {
@@ -99,7 +99,7 @@ pub(crate) fn build(
         .hedge
         .iter()
         .map(|(method, h)| {
-            let hedge = tower::hedge::Hedge::new::<Request<Bytes>>(
+            let hedge = tower::hedge::Hedge::new::<Request<Body>>(
                 core.clone(),
                 HedgePolicy,
                 h.min_data_points,
@@ -119,7 +119,7 @@ pub(crate) fn build(
         config.retry_methods.clone(),
         config.budget.clone().unwrap_or_default(),
     );
-    ChannelService::new(Deadline(tower::retry::Retry::new(policy, split)))
+    BoxService::new(Deadline(tower::retry::Retry::new(policy, split)))
 }
 
 /// Turns a balancer's boxed error back into the [`Status`] inside it.
@@ -138,7 +138,7 @@ pub(crate) fn to_status(error: BoxError) -> Status {
     Status::unavailable(format!("load balancer: {error}"))
 }
 
-type BufferService = Buffer<Request<Bytes>, BoxFuture<Result<crate::Response<Bytes>, BoxError>>>;
+type BufferService = Buffer<Request<Body>, BoxFuture<Result<crate::Response<Body>, BoxError>>>;
 
 /// The shared balancer behind a buffer; waits (up to the connect timeout) for discovery to
 /// report a first instance rather than failing calls made right after start-up.
@@ -150,16 +150,16 @@ struct Balanced {
     name: Arc<str>,
 }
 
-impl tower::Service<Request<Bytes>> for Balanced {
-    type Response = crate::Response<Bytes>;
+impl tower::Service<Request<Body>> for Balanced {
+    type Response = crate::Response<Body>;
     type Error = Status;
-    type Future = BoxFuture<RawResult>;
+    type Future = BoxFuture<CallResult>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
         let buffer = self.buffer.clone();
         let instances = self.instances.clone();
         let wait = request
@@ -204,16 +204,16 @@ struct MethodSplit {
     hedged: Arc<HashMap<String, HedgedService>>,
 }
 
-impl tower::Service<Request<Bytes>> for MethodSplit {
-    type Response = crate::Response<Bytes>;
+impl tower::Service<Request<Body>> for MethodSplit {
+    type Response = crate::Response<Body>;
     type Error = Status;
-    type Future = BoxFuture<RawResult>;
+    type Future = BoxFuture<CallResult>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
         match self.hedged.get(request.method()) {
             Some(hedge) => {
                 let hedge = hedge.clone();
@@ -231,20 +231,20 @@ impl tower::Service<Request<Bytes>> for MethodSplit {
 #[derive(Clone)]
 struct Deadline<S>(S);
 
-impl<S> tower::Service<Request<Bytes>> for Deadline<S>
+impl<S> tower::Service<Request<Body>> for Deadline<S>
 where
-    S: tower::Service<Request<Bytes>, Response = crate::Response<Bytes>, Error = Status>,
+    S: tower::Service<Request<Body>, Response = crate::Response<Body>, Error = Status>,
     S::Future: Send + 'static,
 {
-    type Response = crate::Response<Bytes>;
+    type Response = crate::Response<Body>;
     type Error = Status;
-    type Future = BoxFuture<RawResult>;
+    type Future = BoxFuture<CallResult>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         self.0.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
         let deadline = request.deadline();
         let call = self.0.call(request);
         Box::pin(async move {

@@ -4,23 +4,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use prost::Message;
 use tower::ServiceExt;
-use tower::util::BoxCloneSyncService;
 
-use crate::balance::Balancer;
+use super::balance::Balancer;
+use super::endpoint::{Endpoint, EndpointConfig};
+use super::hedge::HedgeConfig;
+use super::outlier::{HealthCheck, OutlierConfig};
+use super::retry::{RetryBudget, RetryConfig};
+use crate::call::{
+    Body, BoxFuture, BoxService, CallResult, MessageStream, MethodKind, StreamItem, Streaming,
+};
 use crate::discovery::Discovery;
-use crate::endpoint::{Endpoint, EndpointConfig};
-use crate::hedge::HedgeConfig;
-use crate::outlier::{HealthCheck, OutlierConfig};
-use crate::retry::{RetryBudget, RetryConfig};
-use crate::service::{BoxFuture, RawResult};
 use crate::{Request, Response, Status};
-
-/// The transport under a [`Channel`]: any tower service from encoded requests to encoded
-/// responses (one [`Endpoint`], a load balancer over many, or a custom stack).
-pub type ChannelService = BoxCloneSyncService<Request<Bytes>, Response<Bytes>, Status>;
 
 /// A cheap-to-clone handle for making calls; clones share connections.
 ///
@@ -43,7 +40,7 @@ pub struct Channel {
 struct Inner {
     target: String,
     timeout: Option<Duration>,
-    service: ChannelService,
+    service: BoxService,
     endpoint: Option<Endpoint>,
 }
 
@@ -53,7 +50,7 @@ pub struct ChannelBuilder {
     target: String,
     timeout: Option<Duration>,
     endpoint: EndpointConfig,
-    cluster: crate::cluster::ClusterConfig,
+    cluster: super::cluster::ClusterConfig,
 }
 
 impl ChannelBuilder {
@@ -127,7 +124,7 @@ impl ChannelBuilder {
     /// # fn demo(safe: &[&str]) -> Result<(), ferry::Status> {
     /// // e.g. safe = CalculatorClient::SIDE_EFFECT_FREE_METHODS
     /// let channel = ferry::Channel::builder("ferry://10.0.0.1:8000,10.0.0.2:8000")
-    ///     .hedge_methods(safe, ferry::hedge::HedgeConfig::default())
+    ///     .hedge_methods(safe, ferry::client::hedge::HedgeConfig::default())
     ///     .lazy()?;
     /// # Ok(()) }
     /// ```
@@ -157,7 +154,7 @@ impl ChannelBuilder {
     /// balancing, retry or hedging option) must be built inside a Tokio runtime.
     pub fn lazy(self) -> Result<Channel, Status> {
         if let Some(discovery) = self.cluster.discovery_for(&self.target)? {
-            let service = crate::cluster::build(discovery, self.endpoint, &self.cluster);
+            let service = super::cluster::build(discovery, self.endpoint, &self.cluster);
             return Ok(Channel {
                 inner: Arc::new(Inner {
                     target: self.target,
@@ -172,7 +169,7 @@ impl ChannelBuilder {
             inner: Arc::new(Inner {
                 target: self.target,
                 timeout: self.timeout,
-                service: ChannelService::new(endpoint.clone()),
+                service: BoxService::new(endpoint.clone()),
                 endpoint: Some(endpoint),
             }),
         })
@@ -197,7 +194,7 @@ impl Channel {
             target: target.into(),
             timeout: None,
             endpoint: EndpointConfig::default(),
-            cluster: crate::cluster::ClusterConfig::default(),
+            cluster: super::cluster::ClusterConfig::default(),
         }
     }
 
@@ -219,12 +216,12 @@ impl Channel {
     /// ```
     pub fn balanced(discovery: impl Discovery) -> Channel {
         let discovery: Arc<dyn Discovery> = Arc::new(discovery);
-        let config = crate::cluster::ClusterConfig::default();
+        let config = super::cluster::ClusterConfig::default();
         Channel {
             inner: Arc::new(Inner {
                 target: discovery.describe(),
                 timeout: None,
-                service: crate::cluster::build(discovery, EndpointConfig::default(), &config),
+                service: super::cluster::build(discovery, EndpointConfig::default(), &config),
                 endpoint: None,
             }),
         }
@@ -236,7 +233,7 @@ impl Channel {
     }
 
     /// A channel over any transport service, e.g. a load balancer; `target` names it in logs.
-    pub fn from_service(target: impl Into<String>, service: ChannelService) -> Channel {
+    pub fn from_service(target: impl Into<String>, service: BoxService) -> Channel {
         Channel {
             inner: Arc::new(Inner {
                 target: target.into(),
@@ -252,8 +249,8 @@ impl Channel {
         &self.inner.target
     }
 
-    /// Makes one encoded unary call; `request.method()` names the method.
-    pub async fn call(&self, mut request: Request<Bytes>) -> RawResult {
+    /// Makes one encoded call; `request.method()` names the method.
+    pub async fn call(&self, mut request: Request<Body>) -> CallResult {
         if request.deadline().is_none()
             && let Some(timeout) = self.inner.timeout
         {
@@ -276,15 +273,88 @@ impl Channel {
         Req: Message,
         Resp: Message + Default,
     {
-        let mut request = request.map(|m| crate::codegen::encode(&m));
+        let mut request = request.map(|m| Body::Message(crate::codegen::encode(&m)));
         request.set_method(method);
         let response = self.call(request).await?;
-        let (metadata, body) = response.into_parts();
-        let message = Resp::decode(body).map_err(|e| {
-            Status::internal(format!("cannot decode the response of {method}: {e}"))
-        })?;
-        Ok(Response::from_parts(metadata, message))
+        decode_single(method, response).await
     }
+
+    /// Calls a server-streaming `method` with one request; the replies arrive as a stream.
+    pub async fn server_streaming<Req, Resp>(
+        &self,
+        method: &'static str,
+        request: Request<Req>,
+    ) -> Result<Response<Streaming<Resp>>, Status>
+    where
+        Req: Message,
+        Resp: Message + Default,
+    {
+        let mut request = request.map(|m| Body::Message(crate::codegen::encode(&m)));
+        request.set_method(method);
+        request.set_method_kind(MethodKind::ServerStreaming);
+        let response = self.call(request).await?;
+        Ok(response.map(|body| Streaming::new(body.into_stream())))
+    }
+
+    /// Calls a client-streaming `method` with a stream of requests; one reply comes back.
+    pub async fn client_streaming<S, Resp>(
+        &self,
+        method: &'static str,
+        request: Request<S>,
+    ) -> Result<Response<Resp>, Status>
+    where
+        S: Stream + Send + 'static,
+        S::Item: Message,
+        Resp: Message + Default,
+    {
+        let mut request = request.map(encode_stream);
+        request.set_method(method);
+        request.set_method_kind(MethodKind::ClientStreaming);
+        let response = self.call(request).await?;
+        decode_single(method, response).await
+    }
+
+    /// Calls a bidirectionally streaming `method`: requests go out as `request` yields them,
+    /// replies arrive as a stream.
+    pub async fn bidi_streaming<S, Resp>(
+        &self,
+        method: &'static str,
+        request: Request<S>,
+    ) -> Result<Response<Streaming<Resp>>, Status>
+    where
+        S: Stream + Send + 'static,
+        S::Item: Message,
+        Resp: Message + Default,
+    {
+        let mut request = request.map(encode_stream);
+        request.set_method(method);
+        request.set_method_kind(MethodKind::BidiStreaming);
+        let response = self.call(request).await?;
+        Ok(response.map(|body| Streaming::new(body.into_stream())))
+    }
+}
+
+/// A stream of typed requests as an encoded body.
+fn encode_stream<S>(stream: S) -> Body
+where
+    S: Stream + Send + 'static,
+    S::Item: Message,
+{
+    Body::Stream(MessageStream::new(
+        stream.map(|m| Ok(StreamItem::Message(crate::codegen::encode(&m)))),
+    ))
+}
+
+/// The one reply message of a unary or client-streaming call, decoded.
+async fn decode_single<Resp: Message + Default>(
+    method: &str,
+    response: Response<Body>,
+) -> Result<Response<Resp>, Status> {
+    let (metadata, body, trailers) = response.into_wire_parts();
+    let bytes = body.into_message().await?;
+    let message = Resp::decode(bytes)
+        .map_err(|e| Status::internal(format!("cannot decode the response of {method}: {e}")))?;
+    Ok(Response::from_wire(metadata, message, trailers))
 }
 
 impl std::fmt::Debug for Channel {
@@ -295,16 +365,16 @@ impl std::fmt::Debug for Channel {
     }
 }
 
-impl tower::Service<Request<Bytes>> for Channel {
-    type Response = Response<Bytes>;
+impl tower::Service<Request<Body>> for Channel {
+    type Response = Response<Body>;
     type Error = Status;
-    type Future = BoxFuture<RawResult>;
+    type Future = BoxFuture<CallResult>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
         let channel = self.clone();
         Box::pin(async move { channel.call(request).await })
     }

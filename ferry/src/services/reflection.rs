@@ -9,35 +9,32 @@ use futures_util::StreamExt;
 use prost::Message;
 use prost_reflect::DescriptorPool;
 
-use crate::http::grpc::StreamHandler;
-use crate::{Request, Status};
+use crate::call::{Body, BoxFuture, CallResult, MethodKind, Streaming};
+use crate::{Request, Response, ResponseStream, ServiceHandler, Status};
 
-/// Generated messages for `grpc.reflection.v1` (v1alpha is the same on the wire).
-pub(crate) mod pb {
-    #![allow(missing_docs, dead_code, clippy::enum_variant_names)]
+/// Generated messages, trait and client for `grpc.reflection.v1`.
+pub mod pb {
+    #![allow(missing_docs, clippy::enum_variant_names)]
     crate::include_proto!("grpc.reflection.v1");
 }
 
-mod own {
-    #![allow(missing_docs, dead_code, unreachable_pub, clippy::enum_variant_names)]
+/// `grpc.reflection.v1alpha`: v1 under its older name, identical on the wire.
+pub mod pb_v1alpha {
+    #![allow(missing_docs, clippy::enum_variant_names)]
     crate::include_proto!("grpc.reflection.v1alpha");
 }
 
 /// The encoded descriptors of Ferry's own services (health, reflection).
-pub(crate) const OWN_DESCRIPTORS: &[u8] = own::FILE_DESCRIPTOR_SET;
-
-/// The full names of the reflection services.
-pub(crate) const SERVICE_NAMES: [&str; 2] = [
-    "grpc.reflection.v1.ServerReflection",
-    "grpc.reflection.v1alpha.ServerReflection",
-];
+pub(crate) const OWN_DESCRIPTORS: &[u8] = pb_v1alpha::FILE_DESCRIPTOR_SET;
 
 /// A `FileDescriptorSet` whose files stay encoded, so options (such as `google.api.http`)
-/// reach reflection clients byte for byte.
+/// reach reflection clients byte for byte. Tools that read descriptors from reflection or
+/// from `.proto` files (the `ferry` CLI) use it too.
 #[derive(Clone, PartialEq, Message)]
-struct RawFileSet {
+pub struct RawFileSet {
+    /// The encoded `FileDescriptorProto`s.
     #[prost(bytes = "bytes", repeated, tag = "1")]
-    file: Vec<Bytes>,
+    pub file: Vec<Bytes>,
 }
 
 /// Every file descriptor the server knows, decoded into a pool and kept encoded.
@@ -136,22 +133,10 @@ impl Reflection {
         }
     }
 
-    /// The gRPC handler for `ServerReflectionInfo` (one response per request, in order).
-    pub(crate) fn handler(&self) -> StreamHandler {
-        let reflection = self.clone();
-        Arc::new(move |request: Request<_>| {
-            let reflection = reflection.clone();
-            request
-                .into_inner()
-                .map(move |item| {
-                    let bytes = item?;
-                    let request = pb::ServerReflectionRequest::decode(bytes).map_err(|e| {
-                        Status::invalid_argument(format!("bad reflection request: {e}"))
-                    })?;
-                    Ok(Bytes::from(reflection.answer(request).encode_to_vec()))
-                })
-                .boxed()
-        })
+    /// The v1 service and the same service under its v1alpha name.
+    pub(crate) fn services(self) -> (pb::ServerReflectionServer<Reflection>, V1Alpha) {
+        let v1 = pb::ServerReflectionServer::new(self);
+        (v1.clone(), V1Alpha(v1))
     }
 
     fn answer(&self, request: pb::ServerReflectionRequest) -> pb::ServerReflectionResponse {
@@ -219,5 +204,41 @@ impl Reflection {
             original_request: Some(request),
             message_response: Some(answer),
         }
+    }
+}
+
+impl pb::ServerReflection for Reflection {
+    async fn server_reflection_info(
+        &self,
+        request: Request<Streaming<pb::ServerReflectionRequest>>,
+    ) -> Result<Response<ResponseStream<pb::ServerReflectionResponse>>, Status> {
+        // One answer per request, in order, until the client half-closes.
+        let reflection = self.clone();
+        let answers = request
+            .into_inner()
+            .map(move |item| item.map(|request| reflection.answer(request)));
+        Ok(Response::new(ResponseStream::new(answers)))
+    }
+}
+
+/// `grpc.reflection.v1alpha.ServerReflection`, answered by the v1 service (same wire format).
+#[derive(Clone)]
+pub(crate) struct V1Alpha(pb::ServerReflectionServer<Reflection>);
+
+impl ServiceHandler for V1Alpha {
+    fn name(&self) -> &'static str {
+        pb_v1alpha::ServerReflectionClient::SERVICE_NAME
+    }
+
+    fn file_descriptor_set(&self) -> &'static [u8] {
+        pb_v1alpha::FILE_DESCRIPTOR_SET
+    }
+
+    fn methods(&self) -> &'static [(&'static str, MethodKind)] {
+        self.0.methods()
+    }
+
+    fn call(&self, method: &str, request: Request<Body>) -> BoxFuture<CallResult> {
+        self.0.call(method, request)
     }
 }

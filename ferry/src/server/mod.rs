@@ -1,29 +1,40 @@
-//! The server: one port, every registered service, graceful shutdown.
+//! The server: one port, every registered service, one dispatch path, graceful shutdown.
+//!
+//! - `mod.rs`: the [`Server`] builder, the accept loop and protocol sniffing.
+//! - [`router`](Router): method path → [`ServiceHandler`].
+//! - `dispatch`: the one entry every protocol calls (layers ▸ router, deadline, panics).
+//! - `shutdown`: the signals that drain and stop connections.
+
+mod dispatch;
+mod router;
+mod shutdown;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Layer;
 
-use std::collections::HashMap;
-
+use crate::call::{Body, BoxService};
+use crate::connect::JsonGateway;
 use crate::discovery::{Registration, Registry};
-use crate::health::HealthReporter;
-use crate::http::HttpShared;
-use crate::http::grpc::StreamHandler;
-use crate::http::json::JsonGateway;
+use crate::http::HttpContext;
 use crate::native::frame::{Limits, PREFACE};
-use crate::native::server::{ConnConfig, PREFACE_TIMEOUT, Shutdown, serve_connection};
-use crate::reflection::{Descriptors, Reflection};
-use crate::service::{BoxService, Router, ServiceHandler};
+use crate::native::server::{ConnConfig, PREFACE_TIMEOUT, serve_connection};
+use crate::services::health::HealthReporter;
+use crate::services::reflection::{Descriptors, Reflection};
 use crate::{Request, Response, Status};
+
+pub(crate) use dispatch::{Dispatch, begin, finish, guarded, handler_panicked};
+pub use dispatch::{SERVER_TIMING_KEY, TIMING_REQUEST_KEY};
+pub use router::{Router, ServiceHandler};
+pub(crate) use shutdown::Shutdown;
 
 type LayerFn = Arc<dyn Fn(BoxService) -> BoxService + Send + Sync>;
 
@@ -79,16 +90,17 @@ impl Server {
         self
     }
 
-    /// Wraps every call in a tower layer; the layer added last runs first.
+    /// Wraps every call, on every protocol, unary and streaming, in a tower layer; the layer
+    /// added last runs first.
     pub fn layer<L>(mut self, layer: L) -> Server
     where
         L: Layer<BoxService> + Send + Sync + 'static,
-        L::Service: tower::Service<Request<Bytes>, Response = Response<Bytes>, Error = Status>
+        L::Service: tower::Service<Request<Body>, Response = Response<Body>, Error = Status>
             + Clone
             + Send
             + Sync
             + 'static,
-        <L::Service as tower::Service<Request<Bytes>>>::Future: Send + 'static,
+        <L::Service as tower::Service<Request<Body>>>::Future: Send + 'static,
     {
         self.layers
             .push(Arc::new(move |svc| BoxService::new(layer.layer(svc))));
@@ -201,7 +213,7 @@ impl Server {
     pub async fn serve(self, addr: impl ToSocketAddrs) -> std::io::Result<()> {
         let listener = TcpListener::bind(addr).await?;
         tracing::info!(addr = %listener.local_addr()?, "ferry server listening");
-        self.serve_with_shutdown(listener, shutdown_signal()).await
+        self.serve_with_shutdown(listener, shutdown::signal()).await
     }
 
     /// Serves `listener` until `signal` completes, then stops accepting, tells clients to go
@@ -242,49 +254,42 @@ impl Server {
     }
 
     /// The router with the built-in services, and what HTTP connections share.
-    fn prepare(&self) -> std::io::Result<(Router, HttpShared)> {
+    fn prepare(&self) -> std::io::Result<Arc<HttpContext>> {
         // A health service the user registered takes precedence over the built-in one.
-        let router = if self.router.service("grpc.health.v1.Health").is_some() {
+        let mut router = if self.router.service("grpc.health.v1.Health").is_some() {
             self.router.clone()
         } else {
             self.router.clone().add_service(self.health.service())
         };
-        let names = router.service_names();
-        self.health.register(&names);
+        let user_services = router.service_names();
+        self.health.register(&user_services);
         let descriptors = Descriptors::build(
-            names
+            user_services
                 .iter()
                 .filter_map(|name| router.service(name))
                 .map(|svc| svc.file_descriptor_set())
-                .chain([crate::reflection::OWN_DESCRIPTORS]),
+                .chain([crate::services::reflection::OWN_DESCRIPTORS]),
         )
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        let json = JsonGateway::new(&descriptors.pool, &names);
-        let mut streams: HashMap<String, StreamHandler> = HashMap::new();
-        streams.insert(
-            "/grpc.health.v1.Health/Watch".into(),
-            self.health.watch_handler(),
-        );
+        let descriptors = Arc::new(descriptors);
+        let json = JsonGateway::new(&descriptors.pool, &user_services);
         if self.reflection {
-            let mut listed: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-            listed.extend(crate::reflection::SERVICE_NAMES.map(String::from));
+            use crate::services::reflection::{pb, pb_v1alpha};
+            let mut listed: Vec<String> = user_services.iter().map(|n| (*n).to_owned()).collect();
+            listed.push(pb::ServerReflectionClient::SERVICE_NAME.to_owned());
+            listed.push(pb_v1alpha::ServerReflectionClient::SERVICE_NAME.to_owned());
             listed.sort();
-            let reflection = Reflection::new(Arc::new(descriptors), listed);
-            for name in crate::reflection::SERVICE_NAMES {
-                streams.insert(
-                    format!("/{name}/ServerReflectionInfo"),
-                    reflection.handler(),
-                );
-            }
+            let (v1, v1alpha) = Reflection::new(descriptors, listed).services();
+            router = router.add_service(v1).add_service(v1alpha);
         }
-        let shared = HttpShared {
-            streams: Arc::new(streams),
-            json: Arc::new(json),
+        let dispatch = Dispatch::new(self.service(router.clone()), router);
+        Ok(Arc::new(HttpContext {
+            dispatch,
+            json,
             max_message_size: self.conn.limits.max_frame_size,
             max_concurrent_streams: u32::try_from(self.conn.max_concurrent_streams)
                 .unwrap_or(u32::MAX),
-        };
-        Ok((router, shared))
+        }))
     }
 
     async fn run(
@@ -293,8 +298,7 @@ impl Server {
         token: CancellationToken,
         registrations: Vec<Registration>,
     ) -> std::io::Result<()> {
-        let (router, http) = self.prepare()?;
-        let svc = self.service(router);
+        let http = self.prepare()?;
         let cfg = Arc::new(self.conn.clone());
         let shutdown = Shutdown {
             drain: CancellationToken::new(),
@@ -311,7 +315,6 @@ impl Server {
                         connections.spawn(handle_connection(
                             stream,
                             peer,
-                            svc.clone(),
                             cfg.clone(),
                             http.clone(),
                             shutdown.clone(),
@@ -355,9 +358,8 @@ async fn deregister_all(registrations: Vec<Registration>) {
 async fn handle_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    svc: BoxService,
     cfg: Arc<ConnConfig>,
-    http: HttpShared,
+    http: Arc<HttpContext>,
     shutdown: Shutdown,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
@@ -378,35 +380,13 @@ async fn handle_connection(
         }
     }
     if first[0] != PREFACE[0] {
-        crate::http::serve_connection(stream, peer, svc, http, shutdown).await;
+        crate::http::serve_connection(stream, peer, http, shutdown).await;
         return;
     }
     let (reader, writer) = stream.into_split();
     let buf = BytesMut::with_capacity(16 * 1024);
-    serve_connection(reader, writer, buf, Some(peer), svc, cfg, shutdown).await;
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    let dispatch = http.dispatch.clone();
+    serve_connection(reader, writer, buf, Some(peer), dispatch, cfg, shutdown).await;
 }
 
 /// A server running in the background, returned by [`Server::bind`].

@@ -5,12 +5,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-
-use crate::http::grpc::GrpcConnection;
+use crate::call::{Body, BoxFuture, CallResult};
+use crate::connect::client::ConnectConnection;
+use crate::grpc::client::GrpcConnection;
 use crate::native::client::{Backoff, Connection};
 use crate::native::frame::Limits;
-use crate::service::{BoxFuture, RawResult};
 use crate::{Request, Status};
 
 /// How an [`Endpoint`] connects (one remote `host:port`).
@@ -40,18 +39,35 @@ pub struct Endpoint {
     inner: Arc<Inner>,
 }
 
-/// The wire protocol an [`Endpoint`] speaks.
+/// The wire protocol an [`Endpoint`] speaks, named by its target's scheme: the same meaning
+/// in every part of Ferry (the `Channel`, the `ferry` CLI, the docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Protocol {
+pub enum Protocol {
+    /// Ferry's native protocol: `ferry://host:port`, or a bare `host:port`.
     Native,
+    /// gRPC over cleartext HTTP/2: `grpc://host:port`.
     Grpc,
+    /// The Connect protocol over HTTP: `http://host:port`.
+    Connect,
 }
 
-/// An open connection of either protocol.
+impl Protocol {
+    /// The scheme that names this protocol in a target.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Protocol::Native => "ferry",
+            Protocol::Grpc => "grpc",
+            Protocol::Connect => "http",
+        }
+    }
+}
+
+/// An open connection of one protocol.
 #[derive(Clone)]
 enum Transport {
     Native(Arc<Connection>),
     Grpc(GrpcConnection),
+    Connect(Arc<ConnectConnection>),
 }
 
 impl Transport {
@@ -59,13 +75,15 @@ impl Transport {
         match self {
             Transport::Native(conn) => conn.is_usable(),
             Transport::Grpc(conn) => conn.is_usable(),
+            Transport::Connect(_) => true,
         }
     }
 
-    async fn call(&self, request: Request<Bytes>) -> RawResult {
+    async fn call(&self, request: Request<Body>) -> CallResult {
         match self {
             Transport::Native(conn) => conn.call(request).await,
             Transport::Grpc(conn) => conn.call(request).await,
+            Transport::Connect(conn) => conn.call(request).await,
         }
     }
 }
@@ -79,14 +97,8 @@ struct Inner {
 }
 
 /// Splits `scheme://host:port` (or a bare `host:port`) into its scheme, if any, and a checked
-/// `host:port`; tools that map schemes their own way (the `ferry` CLI) share this check.
-///
-/// ```
-/// assert_eq!(ferry::endpoint::split_target("grpc://a:1/").unwrap(), (Some("grpc"), "a:1"));
-/// assert_eq!(ferry::endpoint::split_target("a:1").unwrap(), (None, "a:1"));
-/// assert!(ferry::endpoint::split_target("ferry://nohost").is_err());
-/// ```
-pub fn split_target(target: &str) -> Result<(Option<&str>, &str), Status> {
+/// `host:port`.
+fn split_target(target: &str) -> Result<(Option<&str>, &str), Status> {
     let (scheme, rest) = match target.split_once("://") {
         None => (None, target),
         Some((scheme, rest)) => (Some(scheme), rest),
@@ -102,16 +114,25 @@ pub fn split_target(target: &str) -> Result<(Option<&str>, &str), Status> {
     }
 }
 
-/// Accepts `ferry://host:port` or a bare `host:port` (native), `grpc://` or `http://` (gRPC).
-fn parse_target(target: &str) -> Result<(Protocol, String), Status> {
+/// Parses a target: `ferry://host:port` or a bare `host:port` (native), `grpc://host:port`
+/// (gRPC) or `http://host:port` (Connect) into its protocol and `host:port`.
+///
+/// ```
+/// use ferry::client::{Protocol, parse_target};
+/// assert_eq!(parse_target("grpc://a:1/").unwrap(), (Protocol::Grpc, "a:1".to_owned()));
+/// assert_eq!(parse_target("a:1").unwrap(), (Protocol::Native, "a:1".to_owned()));
+/// assert!(parse_target("ferry://nohost").is_err());
+/// ```
+pub fn parse_target(target: &str) -> Result<(Protocol, String), Status> {
     let (scheme, authority) = split_target(target)?;
     let protocol = match scheme {
         None | Some("ferry") => Protocol::Native,
-        Some("grpc" | "http") => Protocol::Grpc,
+        Some("grpc") => Protocol::Grpc,
+        Some("http") => Protocol::Connect,
         Some(scheme) => {
             return Err(Status::invalid_argument(format!(
-                "unsupported target scheme {scheme:?} in {target:?}; use ferry://, grpc:// or \
-                 http:// followed by host:port"
+                "unsupported target scheme {scheme:?} in {target:?}; use ferry:// (native), \
+                 grpc:// (gRPC) or http:// (Connect) followed by host:port"
             )));
         }
     };
@@ -122,8 +143,8 @@ impl Endpoint {
     /// An endpoint for `target`; nothing connects yet.
     ///
     /// `ferry://host:port` (or a bare `host:port`) speaks Ferry's native protocol;
-    /// `grpc://host:port` and `http://host:port` speak gRPC over cleartext HTTP/2, so a Ferry
-    /// client can call any gRPC server.
+    /// `grpc://host:port` speaks gRPC over cleartext HTTP/2, so a Ferry client can call any
+    /// gRPC server; `http://host:port` speaks the Connect protocol.
     pub fn new(target: &str, config: EndpointConfig) -> Result<Endpoint, Status> {
         let (protocol, authority) = parse_target(target)?;
         Ok(Endpoint {
@@ -142,6 +163,11 @@ impl Endpoint {
         &self.inner.authority
     }
 
+    /// The protocol this endpoint speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.inner.protocol
+    }
+
     /// Whether a usable connection is open right now.
     pub fn is_connected(&self) -> bool {
         self.current().is_some()
@@ -152,8 +178,8 @@ impl Endpoint {
         self.connection().await.map(drop)
     }
 
-    /// Makes one encoded unary call; `request.method()` names the method.
-    pub async fn call(&self, request: Request<Bytes>) -> RawResult {
+    /// Makes one encoded call; `request.method()` names the method.
+    pub async fn call(&self, request: Request<Body>) -> CallResult {
         let conn = self.connection().await?;
         conn.call(request).await
     }
@@ -220,6 +246,17 @@ impl Endpoint {
                 )
                 .await
                 .map(Transport::Grpc),
+                Protocol::Connect => {
+                    // Connections open per call from a pool; check the address answers now.
+                    tokio::net::TcpStream::connect(addr).await.map_err(|e| {
+                        Status::unavailable(format!("cannot connect to {addr}: {e}"))
+                    })?;
+                    ConnectConnection::new(
+                        &self.inner.authority,
+                        self.inner.config.max_message_size,
+                    )
+                    .map(|conn| Transport::Connect(Arc::new(conn)))
+                }
             };
             match opened {
                 Ok(conn) => return Ok(conn),
@@ -258,16 +295,16 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
-impl tower::Service<Request<Bytes>> for Endpoint {
-    type Response = crate::Response<Bytes>;
+impl tower::Service<Request<Body>> for Endpoint {
+    type Response = crate::Response<Body>;
     type Error = Status;
-    type Future = BoxFuture<RawResult>;
+    type Future = BoxFuture<CallResult>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
         let endpoint = self.clone();
         Box::pin(async move { endpoint.call(request).await })
     }
@@ -281,6 +318,7 @@ mod tests {
     fn targets_parse() {
         let native = |a: &str| (Protocol::Native, a.to_owned());
         let grpc = |a: &str| (Protocol::Grpc, a.to_owned());
+        let connect = |a: &str| (Protocol::Connect, a.to_owned());
         assert_eq!(
             parse_target("ferry://127.0.0.1:8000").unwrap(),
             native("127.0.0.1:8000")
@@ -288,7 +326,7 @@ mod tests {
         assert_eq!(parse_target("localhost:1").unwrap(), native("localhost:1"));
         assert_eq!(parse_target("[::1]:80").unwrap(), native("[::1]:80"));
         assert_eq!(parse_target("grpc://h:1").unwrap(), grpc("h:1"));
-        assert_eq!(parse_target("http://h:1/").unwrap(), grpc("h:1"));
+        assert_eq!(parse_target("http://h:1/").unwrap(), connect("h:1"));
         assert!(parse_target("ferry://nohost").is_err());
         assert!(parse_target("gopher://a:1").is_err());
         assert!(parse_target(":80").is_err());

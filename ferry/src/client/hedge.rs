@@ -7,9 +7,8 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use crate::Request;
+use crate::call::Body;
 
 /// Metadata key on the second attempt of a hedged call (`hedged: 1`).
 pub const HEDGED: &str = "hedged";
@@ -17,7 +16,7 @@ pub const HEDGED: &str = "hedged";
 /// When a hedged method sends its second attempt.
 ///
 /// ```
-/// let config = ferry::hedge::HedgeConfig::default();
+/// let config = ferry::client::hedge::HedgeConfig::default();
 /// assert_eq!(config.latency_percentile, 0.95);
 /// ```
 #[derive(Clone, Debug)]
@@ -44,14 +43,15 @@ impl Default for HedgeConfig {
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct HedgePolicy;
 
-impl tower::hedge::Policy<Request<Bytes>> for HedgePolicy {
-    fn clone_request(&self, request: &Request<Bytes>) -> Option<Request<Bytes>> {
-        let mut copy = request.clone();
+impl tower::hedge::Policy<Request<Body>> for HedgePolicy {
+    fn clone_request(&self, request: &Request<Body>) -> Option<Request<Body>> {
+        // A streamed request cannot be sent twice.
+        let mut copy = request.clone_with(request.get_ref().try_clone()?);
         copy.metadata_mut().insert(HEDGED, "1");
         Some(copy)
     }
 
-    fn can_retry(&self, request: &Request<Bytes>) -> bool {
+    fn can_retry(&self, request: &Request<Body>) -> bool {
         // Not worth it when the deadline is about to pass anyway.
         request
             .remaining()

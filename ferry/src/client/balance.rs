@@ -8,7 +8,7 @@
 //!   same endpoint (a hash ring with virtual nodes), so an instance's cache stays warm; when an
 //!   instance leaves only its share of keys moves. Requests without the key go round robin.
 //!
-//! Ejected endpoints (see [`outlier`](crate::outlier)) are skipped by every policy.
+//! Ejected endpoints (see [`outlier`](super::outlier)) are skipped by every policy.
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -16,21 +16,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tower::discover::Change;
 use tower::ready_cache::ReadyCache;
 
+use super::endpoint::{Endpoint, EndpointConfig};
+use super::outlier::{HealthCheck, Node, OutlierConfig, PoolStats};
+use crate::call::{Body, BoxFuture};
 use crate::discovery::{Discovery, EndpointChange};
-use crate::endpoint::{Endpoint, EndpointConfig};
-use crate::outlier::{HealthCheck, Node, OutlierConfig, PoolStats};
-use crate::service::BoxFuture;
 use crate::{Request, Response, Status};
 
 /// How a balanced channel picks an endpoint for each call.
 ///
 /// ```
-/// use ferry::balance::Balancer;
+/// use ferry::client::balance::Balancer;
 /// let by_tenant = Balancer::consistent_hash("x-tenant");
 /// assert!(matches!(Balancer::default(), Balancer::PowerOfTwoChoices));
 /// ```
@@ -61,9 +60,9 @@ pub const DEFAULT_RTT: Duration = Duration::from_millis(5);
 pub const EWMA_DECAY: Duration = Duration::from_secs(10);
 
 pub(crate) type BoxError = tower::BoxError;
-type RawFuture = BoxFuture<Result<Response<Bytes>, BoxError>>;
+type RawFuture = BoxFuture<Result<Response<Body>, BoxError>>;
 /// The balancer as the buffer's worker owns it.
-pub(crate) type BoxBalancer = tower::util::BoxService<Request<Bytes>, Response<Bytes>, BoxError>;
+pub(crate) type BoxBalancer = tower::util::BoxService<Request<Body>, Response<Body>, BoxError>;
 
 /// What every balancer needs to turn discovery changes into endpoints.
 pub(crate) struct NodeFactory {
@@ -184,7 +183,7 @@ pub(crate) fn build(
 /// Round robin, or consistent hashing when `hash_key` is set, over ready [`Node`]s.
 struct Pool {
     discover: NodeStream<Node>,
-    services: ReadyCache<String, Node, Request<Bytes>>,
+    services: ReadyCache<String, Node, Request<Body>>,
     ring: Ring,
     hash_key: Option<String>,
     next: usize,
@@ -214,8 +213,8 @@ impl Pool {
     }
 }
 
-impl tower::Service<Request<Bytes>> for Pool {
-    type Response = Response<Bytes>;
+impl tower::Service<Request<Body>> for Pool {
+    type Response = Response<Body>;
     type Error = BoxError;
     type Future = RawFuture;
 
@@ -246,7 +245,7 @@ impl tower::Service<Request<Bytes>> for Pool {
         }
     }
 
-    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
         let by_key = self
             .hash_key
             .as_deref()

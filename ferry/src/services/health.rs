@@ -1,20 +1,17 @@
 //! The standard health service, `grpc.health.v1.Health`, fed by a [`HealthReporter`].
 //!
-//! Every [`Server`](crate::Server) serves it: `Check` and `List` over every protocol, `Watch`
-//! over gRPC. Services start `SERVING`; graceful shutdown turns them `NOT_SERVING` so load
-//! balancers stop sending work before the port closes.
+//! Every [`Server`](crate::Server) serves it, like any registered service (through the same
+//! layers): `Check`, `List` and the streaming `Watch`. Services start `SERVING`; graceful
+//! shutdown turns them `NOT_SERVING` so load balancers stop sending work before the port
+//! closes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
-use prost::Message;
+use futures_util::Stream;
 use tokio::sync::watch;
 
-use crate::http::grpc::StreamHandler;
-use crate::{Request, Response, Status};
+use crate::{Request, Response, ResponseStream, Status};
 
 /// Generated messages, trait and client for `grpc.health.v1`.
 pub mod pb {
@@ -34,7 +31,7 @@ pub use pb::health_check_response::ServingStatus;
 /// health.set_not_serving("calculator.v1.Calculator");
 /// assert_eq!(
 ///     health.status("calculator.v1.Calculator"),
-///     Some(ferry::health::ServingStatus::NotServing)
+///     Some(ferry::services::health::ServingStatus::NotServing)
 /// );
 /// ```
 #[derive(Clone, Debug)]
@@ -98,12 +95,6 @@ impl HealthReporter {
             reporter: self.clone(),
         })
     }
-
-    /// The gRPC handler for the streaming `Watch` method.
-    pub(crate) fn watch_handler(&self) -> StreamHandler {
-        let reporter = self.clone();
-        Arc::new(move |request| watch_stream(reporter.clone(), request))
-    }
 }
 
 /// Answers health checks from a [`HealthReporter`].
@@ -144,28 +135,24 @@ impl pb::Health for HealthService {
             .collect();
         Ok(Response::new(pb::HealthListResponse { statuses }))
     }
+
+    async fn watch(
+        &self,
+        request: Request<pb::HealthCheckRequest>,
+    ) -> Result<Response<ResponseStream<pb::HealthCheckResponse>>, Status> {
+        let service = request.into_inner().service;
+        let receiver = self.reporter.statuses.subscribe();
+        Ok(Response::new(ResponseStream::new(watch_stream(
+            receiver, service,
+        ))))
+    }
 }
 
-enum Watch {
-    Start(BoxStream<'static, Result<Bytes, Status>>),
-    Watching {
-        service: String,
-        last: ServingStatus,
-    },
-    Done,
-}
-
+/// The status of `service` now, then each change, until the caller goes away.
 fn watch_stream(
-    reporter: HealthReporter,
-    request: Request<BoxStream<'static, Result<Bytes, Status>>>,
-) -> BoxStream<'static, Result<Bytes, Status>> {
-    let receiver = reporter.statuses.subscribe();
-    let encode = |status: ServingStatus| {
-        let message = pb::HealthCheckResponse {
-            status: status as i32,
-        };
-        Bytes::from(message.encode_to_vec())
-    };
+    receiver: watch::Receiver<BTreeMap<String, ServingStatus>>,
+    service: String,
+) -> impl Stream<Item = Result<pb::HealthCheckResponse, Status>> + Send + 'static {
     let current = |receiver: &mut watch::Receiver<BTreeMap<String, ServingStatus>>,
                    service: &str| {
         receiver
@@ -174,40 +161,20 @@ fn watch_stream(
             .copied()
             .unwrap_or(ServingStatus::ServiceUnknown)
     };
-    let start = (Watch::Start(request.into_inner()), receiver);
-    futures_util::stream::unfold(start, move |(state, mut receiver)| async move {
-        match state {
-            Watch::Start(mut incoming) => {
-                let service = match incoming.next().await {
-                    Some(Ok(bytes)) => match pb::HealthCheckRequest::decode(bytes) {
-                        Ok(request) => request.service,
-                        Err(e) => {
-                            let status = Status::invalid_argument(format!("bad request: {e}"));
-                            return Some((Err(status), (Watch::Done, receiver)));
-                        }
-                    },
-                    Some(Err(status)) => return Some((Err(status), (Watch::Done, receiver))),
-                    None => {
-                        let status = Status::invalid_argument("Watch needs a request");
-                        return Some((Err(status), (Watch::Done, receiver)));
-                    }
-                };
-                let last = current(&mut receiver, &service);
-                Some((
-                    Ok(encode(last)),
-                    (Watch::Watching { service, last }, receiver),
-                ))
-            }
-            Watch::Watching { service, last } => loop {
-                receiver.changed().await.ok()?;
-                let now = current(&mut receiver, &service);
-                if now != last {
-                    let state = Watch::Watching { service, last: now };
-                    return Some((Ok(encode(now)), (state, receiver)));
+    futures_util::stream::unfold(
+        (receiver, service, None),
+        move |(mut receiver, service, last)| async move {
+            let now = loop {
+                if last.is_some() {
+                    receiver.changed().await.ok()?;
                 }
-            },
-            Watch::Done => None,
-        }
-    })
-    .boxed()
+                let now = current(&mut receiver, &service);
+                if last != Some(now) {
+                    break now;
+                }
+            };
+            let response = pb::HealthCheckResponse { status: now as i32 };
+            Some((Ok(response), (receiver, service, Some(now))))
+        },
+    )
 }

@@ -20,18 +20,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use prost::Message;
-
-use crate::endpoint::Endpoint;
-use crate::service::{BoxFuture, RawResult};
+use super::endpoint::Endpoint;
+use crate::call::{Body, BoxFuture, CallResult};
+use crate::services::health::{ServingStatus, pb as health};
 use crate::{Code, Request, Status};
 
 /// When an endpoint is ejected, and for how long. The defaults suit most services.
 ///
 /// ```
 /// use std::time::Duration;
-/// let config = ferry::outlier::OutlierConfig {
+/// let config = ferry::client::outlier::OutlierConfig {
 ///     consecutive_failures: 3,
 ///     base_ejection: Duration::from_millis(500),
 ///     ..Default::default()
@@ -81,21 +79,6 @@ impl Probe for ConnectProbe {
     }
 }
 
-#[derive(Clone, PartialEq, Message)]
-struct HealthCheckRequest {
-    #[prost(string, tag = "1")]
-    service: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct HealthCheckResponse {
-    #[prost(int32, tag = "1")]
-    status: i32,
-}
-
-/// `grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING`.
-const SERVING: i32 = 1;
-
 /// Calls `/grpc.health.v1.Health/Check` for one service name (empty: the whole server).
 ///
 /// Healthy when the answer is `SERVING`, or when the server does not offer the health service
@@ -117,23 +100,24 @@ impl GrpcHealthProbe {
 impl Probe for GrpcHealthProbe {
     fn probe(&self, endpoint: &Endpoint) -> BoxFuture<Result<(), Status>> {
         let endpoint = endpoint.clone();
-        let body = HealthCheckRequest {
+        let request = health::HealthCheckRequest {
             service: self.service.clone(),
-        }
-        .encode_to_vec();
+        };
         Box::pin(async move {
-            let mut request = Request::new(Bytes::from(body));
-            request.set_method("/grpc.health.v1.Health/Check");
-            match endpoint.call(request).await {
+            let channel = crate::Channel::from_service(
+                endpoint.authority(),
+                crate::call::BoxService::new(endpoint.clone()),
+            );
+            match health::HealthClient::new(channel).check(request).await {
                 Ok(response) => {
-                    let reply = HealthCheckResponse::decode(response.into_inner())?;
-                    if reply.status == SERVING {
+                    let reply = response.into_inner();
+                    if reply.status() == ServingStatus::Serving {
                         Ok(())
                     } else {
                         Err(Status::unavailable(format!(
                             "{} reports health status {}",
                             endpoint.authority(),
-                            reply.status
+                            reply.status().as_str_name()
                         )))
                     }
                 }
@@ -380,10 +364,10 @@ impl Drop for Node {
     }
 }
 
-impl tower::Service<Request<Bytes>> for Node {
-    type Response = crate::Response<Bytes>;
+impl tower::Service<Request<Body>> for Node {
+    type Response = crate::Response<Body>;
     type Error = Status;
-    type Future = BoxFuture<RawResult>;
+    type Future = BoxFuture<CallResult>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         loop {
@@ -405,7 +389,7 @@ impl tower::Service<Request<Bytes>> for Node {
         }
     }
 
-    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
         let endpoint = self.endpoint.clone();
         let health = self.health.clone();
         Box::pin(async move {
@@ -422,7 +406,7 @@ impl tower::Service<Request<Bytes>> for Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::EndpointConfig;
+    use crate::client::EndpointConfig;
 
     fn node(pool: &Arc<PoolStats>, config: &Arc<OutlierConfig>, port: u16) -> Node {
         let endpoint = Endpoint::new(&format!("127.0.0.1:{port}"), EndpointConfig::default())

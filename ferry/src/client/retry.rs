@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tower::retry::budget::{Budget, TpsBudget};
 
+use crate::call::Body;
 use crate::{Code, Request, Response, Status};
 
 /// Metadata key a retried request carries: how many attempts were made before this one.
@@ -20,7 +20,7 @@ pub const RETRY_ATTEMPTS: &str = "retry-attempts";
 /// How one method (or, as the default, every method) is retried.
 ///
 /// ```
-/// use ferry::{Code, retry::RetryConfig};
+/// use ferry::{Code, client::retry::RetryConfig};
 /// // Also retry RESOURCE_EXHAUSTED, at most 3 attempts in all.
 /// let config = RetryConfig::default()
 ///     .codes([Code::Unavailable, Code::ResourceExhausted])
@@ -160,13 +160,13 @@ fn annotate(status: &Status, note: &str) -> Status {
         .with_details(status.details().clone())
 }
 
-impl tower::retry::Policy<Request<Bytes>, Response<Bytes>, Status> for RetryPolicy {
+impl tower::retry::Policy<Request<Body>, Response<Body>, Status> for RetryPolicy {
     type Future = tokio::time::Sleep;
 
     fn retry(
         &mut self,
-        request: &mut Request<Bytes>,
-        result: &mut Result<Response<Bytes>, Status>,
+        request: &mut Request<Body>,
+        result: &mut Result<Response<Body>, Status>,
     ) -> Option<Self::Future> {
         self.attempts += 1;
         let Err(status) = result else { return None };
@@ -200,11 +200,15 @@ impl tower::retry::Policy<Request<Bytes>, Response<Bytes>, Status> for RetryPoli
         Some(tokio::time::sleep(backoff))
     }
 
-    fn clone_request(&mut self, request: &Request<Bytes>) -> Option<Request<Bytes>> {
+    fn clone_request(&mut self, request: &Request<Body>) -> Option<Request<Body>> {
         if self.attempts == 0 {
             self.budget.deposit();
         }
-        (self.config(request.method()).max_attempts > 1).then(|| request.clone())
+        if self.config(request.method()).max_attempts <= 1 {
+            return None;
+        }
+        // A streamed request cannot be replayed, so streaming calls are never retried.
+        Some(request.clone_with(request.get_ref().try_clone()?))
     }
 }
 
@@ -213,8 +217,8 @@ mod tests {
     use super::*;
     use tower::retry::Policy;
 
-    fn failing(method: &'static str) -> (Request<Bytes>, Result<Response<Bytes>, Status>) {
-        let mut req = Request::new(Bytes::new());
+    fn failing(method: &'static str) -> (Request<Body>, Result<Response<Body>, Status>) {
+        let mut req = Request::new(Body::empty());
         req.set_method(method);
         (req, Err(Status::unavailable("down")))
     }

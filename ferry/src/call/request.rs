@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::Metadata;
+use super::{Metadata, MethodKind};
 
 /// A message plus everything that travels with it: metadata, a deadline, the method and the peer.
 ///
@@ -24,6 +24,8 @@ pub struct Request<T> {
     deadline: Option<Instant>,
     method: Cow<'static, str>,
     peer: Option<SocketAddr>,
+    kind: MethodKind,
+    extensions: http::Extensions,
 }
 
 impl<T> Request<T> {
@@ -35,6 +37,8 @@ impl<T> Request<T> {
             deadline: None,
             method: Cow::Borrowed(""),
             peer: None,
+            kind: MethodKind::Unary,
+            extensions: http::Extensions::new(),
         }
     }
 
@@ -99,15 +103,6 @@ impl<T> Request<T> {
         &self.method
     }
 
-    /// The method path when it is a `'static` string (a literal or an interned path), which
-    /// lets a router pass it on without copying it.
-    pub(crate) fn static_method(&self) -> Option<&'static str> {
-        match self.method {
-            Cow::Borrowed(path) => Some(path),
-            Cow::Owned(_) => None,
-        }
-    }
-
     /// Sets the full method path.
     pub fn set_method(&mut self, method: impl Into<Cow<'static, str>>) {
         self.method = method.into();
@@ -123,7 +118,18 @@ impl<T> Request<T> {
         self.peer = peer;
     }
 
-    /// Replaces the message, keeping metadata, deadline, method and peer.
+    /// Values that layers attach for later layers and the handler (for example the
+    /// authenticated principal or the TLS peer's identity); they never travel on the wire.
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.extensions
+    }
+
+    /// Attached values, mutably; see [`Request::extensions`].
+    pub fn extensions_mut(&mut self) -> &mut http::Extensions {
+        &mut self.extensions
+    }
+
+    /// Replaces the message, keeping metadata, deadline, method, peer and extensions.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Request<U> {
         Request {
             message: f(self.message),
@@ -131,12 +137,38 @@ impl<T> Request<T> {
             deadline: self.deadline,
             method: self.method,
             peer: self.peer,
+            kind: self.kind,
+            extensions: self.extensions,
         }
+    }
+
+    /// A copy of everything but the message, which is `message` instead.
+    pub(crate) fn clone_with<U>(&self, message: U) -> Request<U> {
+        Request {
+            message,
+            metadata: self.metadata.clone(),
+            deadline: self.deadline,
+            method: self.method.clone(),
+            peer: self.peer,
+            kind: self.kind,
+            extensions: self.extensions.clone(),
+        }
+    }
+
+    /// How the called method streams (set by generated clients and by server transports;
+    /// unary unless said otherwise).
+    pub fn method_kind(&self) -> MethodKind {
+        self.kind
+    }
+
+    /// Declares how the called method streams; see [`Request::method_kind`].
+    pub fn set_method_kind(&mut self, kind: MethodKind) {
+        self.kind = kind;
     }
 
     /// A request as a server transport received it.
     pub(crate) fn from_wire(
-        method: impl Into<Cow<'static, str>>,
+        (method, kind): (Cow<'static, str>, MethodKind),
         metadata: Metadata,
         deadline: Option<Instant>,
         peer: Option<SocketAddr>,
@@ -146,8 +178,10 @@ impl<T> Request<T> {
             message,
             metadata,
             deadline,
-            method: method.into(),
+            method,
             peer,
+            kind,
+            extensions: http::Extensions::new(),
         }
     }
 
@@ -166,11 +200,13 @@ impl<T> Request<T> {
     }
 }
 
-/// A response message plus its metadata.
+/// A response message (or stream of messages) plus its metadata: leading metadata, sent
+/// before the message (gRPC headers), and trailers, sent after it.
 #[derive(Debug, Clone)]
 pub struct Response<T> {
     message: T,
     metadata: Metadata,
+    trailers: Metadata,
 }
 
 impl<T> Response<T> {
@@ -179,12 +215,42 @@ impl<T> Response<T> {
         Response {
             message,
             metadata: Metadata::new(),
+            trailers: Metadata::new(),
         }
     }
 
     /// A response from a message and metadata.
     pub fn from_parts(metadata: Metadata, message: T) -> Response<T> {
-        Response { message, metadata }
+        Response {
+            message,
+            metadata,
+            trailers: Metadata::new(),
+        }
+    }
+
+    /// Trailing metadata, sent after the message: gRPC trailers, the native STATUS frame's
+    /// metadata, Connect's `trailer-` headers or end-of-stream metadata.
+    pub fn trailers(&self) -> &Metadata {
+        &self.trailers
+    }
+
+    /// Trailing metadata, mutably; see [`Response::trailers`].
+    pub fn trailers_mut(&mut self) -> &mut Metadata {
+        &mut self.trailers
+    }
+
+    /// Splits into leading metadata, message and trailers; used by transports.
+    pub(crate) fn into_wire_parts(self) -> (Metadata, T, Metadata) {
+        (self.metadata, self.message, self.trailers)
+    }
+
+    /// A response as a client transport received it.
+    pub(crate) fn from_wire(metadata: Metadata, message: T, trailers: Metadata) -> Response<T> {
+        Response {
+            message,
+            metadata,
+            trailers,
+        }
     }
 
     /// The message.
@@ -217,11 +283,12 @@ impl<T> Response<T> {
         &mut self.metadata
     }
 
-    /// Replaces the message, keeping the metadata.
+    /// Replaces the message, keeping the metadata and trailers.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Response<U> {
         Response {
             message: f(self.message),
             metadata: self.metadata,
+            trailers: self.trailers,
         }
     }
 }
@@ -240,6 +307,42 @@ impl<T> IntoRequest<T> for T {
 
 impl<T> IntoRequest<T> for Request<T> {
     fn into_request(self) -> Request<T> {
+        self
+    }
+}
+
+/// Anything a generated client's client-streaming or bidirectional method accepts: a stream of
+/// messages, or a [`Request`] around one (to add metadata or a deadline).
+pub trait IntoStreamingRequest {
+    /// The message type the stream yields.
+    type Message;
+    /// The stream of messages.
+    type Stream: futures_util::Stream<Item = Self::Message> + Send + 'static;
+
+    /// Wraps `self` into a request.
+    fn into_streaming_request(self) -> Request<Self::Stream>;
+}
+
+impl<S> IntoStreamingRequest for S
+where
+    S: futures_util::Stream + Send + 'static,
+{
+    type Message = S::Item;
+    type Stream = S;
+
+    fn into_streaming_request(self) -> Request<S> {
+        Request::new(self)
+    }
+}
+
+impl<S> IntoStreamingRequest for Request<S>
+where
+    S: futures_util::Stream + Send + 'static,
+{
+    type Message = S::Item;
+    type Stream = S;
+
+    fn into_streaming_request(self) -> Request<S> {
         self
     }
 }
