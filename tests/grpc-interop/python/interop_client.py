@@ -13,7 +13,8 @@ unimplemented_method, unimplemented_service, cancel_after_begin, cancel_after_fi
 timeout_on_sleeping_server.
 
 Prints one line per case, ``PASS <case>`` or ``FAIL <case>: <reason>``; exits 1 if any case
-failed, 2 on bad arguments. Every case gets a fresh channel (and so a fresh connection). Sizes,
+failed, 2 on bad arguments. If a case cannot connect at all, the remaining cases are reported
+failed ("not run") without waiting again. Every case gets a fresh channel (and so a fresh connection). Sizes,
 requests and assertions follow gRPC's interop test descriptions; where the descriptions leave a
 check optional ("clients are free to ...") this client does it: response bodies must be zeros of
 the exact size and of type COMPRESSABLE.
@@ -101,6 +102,9 @@ CASES = (
 ECHO_INITIAL = ("x-grpc-test-echo-initial", "test_initial_metadata_value")
 ECHO_TRAILING = ("x-grpc-test-echo-trailing-bin", b"\xab\xab\xab")
 SPECIAL_MESSAGE = "\t\ntest with whitespace\r\nand Unicode BMP \u263a and non-BMP \U0001f608\t\n"
+
+
+CONNECT_FAILURE = "could not connect to"
 
 
 class Failure(Exception):
@@ -497,13 +501,13 @@ def host_port(host, port):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def run_case(name, pb, target, authority, tap, timeout):
+def run_case(name, pb, target, authority, tap, timeout, server):
     options = [("grpc.default_authority", authority)] if authority else []
     with grpc.insecure_channel(target, options=options) as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=timeout)
         except grpc.FutureTimeoutError:
-            return f"could not connect within {timeout:g} s"
+            return f"{CONNECT_FAILURE} {server} within {timeout:g} s"
         try:
             getattr(Cases(pb, channel, tap, timeout), name)()
         except Failure as e:
@@ -550,9 +554,16 @@ def main():
         authority = authority if args.server_host_override else None
 
     failed = 0
+    unreachable = None
     for name in names:
         started = time.monotonic()
-        reason = run_case(name, pb, target, authority, tap, args.rpc_timeout)
+        if unreachable:
+            reason = f"not run: {unreachable}"
+        else:
+            reason = run_case(name, pb, target, authority, tap, args.rpc_timeout,
+                              host_port(host, args.server_port))
+            if reason is not None and reason.startswith(CONNECT_FAILURE):
+                unreachable = f"{reason} earlier"
         if reason is None:
             print(f"PASS {name}", flush=True)
         else:
