@@ -91,7 +91,7 @@ function log(req, note = "") {
   if (!opts.log) return;
   const h = req.headers;
   const pick = [
-    "origin", "content-type", "content-encoding", "connect-protocol-version", "connect-content-encoding",
+    "origin", "content-type", "content-encoding", "accept-encoding", "connect-protocol-version", "connect-content-encoding",
     "connect-accept-encoding", "connect-timeout-ms", "grpc-encoding", "grpc-accept-encoding", "grpc-timeout",
     "x-grpc-web", "x-user-agent", "te", "access-control-request-method", "access-control-request-headers",
   ]
