@@ -5,7 +5,7 @@
 // in for Ferry so that the browser page and the client scripts can be checked
 // before Ferry speaks these protocols.
 //
-//   node reference-server.mjs [--host 127.0.0.1] [--port 0] [--log]
+//   node reference-server.mjs [--host 127.0.0.1] [--port 0] [--log] [--no-cors]
 //
 // Prints `listening: http://HOST:PORT` on stdout once ready. --log prints one
 // line per request on stderr (method, path, protocol-relevant headers).
@@ -23,6 +23,8 @@ const { values: opts } = parseArgs({
     host: { type: "string", default: "127.0.0.1" },
     port: { type: "string", default: "0" },
     log: { type: "boolean", default: false },
+    // Answer no preflight and send no CORS headers: to see how the page fails.
+    "no-cors": { type: "boolean", default: false },
   },
 });
 
@@ -101,7 +103,7 @@ function log(req, note = "") {
 }
 
 function handle(req, res) {
-  const origin = req.headers.origin;
+  const origin = opts["no-cors"] ? undefined : req.headers.origin;
   if (origin !== undefined) {
     res.setHeader("Access-Control-Allow-Origin", "*");
     res.setHeader("Access-Control-Expose-Headers", exposedHeaders.join(", "));

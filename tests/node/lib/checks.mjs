@@ -16,7 +16,10 @@ export async function check(name, fn, timeoutMs = 10_000) {
     console.log(`ok: ${name}${detail ? ` (${detail})` : ""}`);
   } catch (e) {
     failed++;
-    console.log(`FAIL: ${name}: ${e?.stack ?? e}`);
+    // RPC errors (grpc-js, connect) carry a code: their message says it all;
+    // anything else gets its stack.
+    const why = e?.code !== undefined || !e?.stack ? String(e?.message ?? e) : e.stack;
+    console.log(`FAIL: ${name}: ${why}`);
   } finally {
     clearTimeout(timer);
   }

@@ -49,7 +49,6 @@ await esbuild.build({
   format: "iife",
   platform: "browser",
   target: "es2020",
-  sourcemap: "inline",
   logLevel: "warning",
 });
 cpSync(join(nodeDir, "browser/index.html"), join(dist, "index.html"));
