@@ -24,7 +24,7 @@ import {
   createGrpcWebTransport,
 } from "@connectrpc/connect-node";
 import { Calculator } from "./lib/calculator.mjs";
-import { check, expectEqual, finish } from "./lib/checks.mjs";
+import { CheckError, check, expectEqual, finish } from "./lib/checks.mjs";
 
 const { values: opts, positionals } = parseArgs({
   allowPositionals: true,
@@ -61,7 +61,7 @@ diagnostics.subscribe("http.client.request.start", ({ request }) => {
 });
 function lastSent(pathPart) {
   const r = sent.findLast((r) => r.path.includes(pathPart));
-  if (!r) throw new Error(`no HTTP/1.1 request to ${pathPart} was seen`);
+  if (!r) throw new CheckError(`no HTTP/1.1 request to ${pathPart} was seen`);
   return r;
 }
 
@@ -105,11 +105,11 @@ if (isConnect) {
 await check(`divide by zero is invalid_argument with a message (${label})`, async () => {
   try {
     const res = await binaryGzipH1.divide({ a: 1, b: 0 });
-    throw new Error(`expected an error, got ${JSON.stringify(res)}`);
+    throw new CheckError(`expected an error, got ${JSON.stringify(res)}`);
   } catch (e) {
     if (!(e instanceof ConnectError)) throw e;
     expectEqual(Code[e.code], "InvalidArgument", "code");
-    if (!/zero/.test(e.rawMessage)) throw new Error(`message should mention zero: ${JSON.stringify(e.rawMessage)}`);
+    if (!/zero/.test(e.rawMessage)) throw new CheckError(`message should mention zero: ${JSON.stringify(e.rawMessage)}`);
     return `message: ${e.rawMessage}`;
   }
 });
@@ -140,8 +140,8 @@ await check(`count with delay_ms arrives message by message (${ver(h1)})`, async
   const at = [];
   for await (const n of binaryGzipH1.count({ from: 1n, to: 3n, delayMs: 150n })) at.push([n.value, Date.now() - started]);
   expectEqual(at.map(([v]) => v), [1, 2, 3], "Count(1, 3)");
-  if (at[0][1] >= 250) throw new Error(`first number after ${at[0][1]} ms: the stream is buffered`);
-  if (at[2][1] < 250) throw new Error(`last number after ${at[2][1]} ms: delay_ms ignored`);
+  if (at[0][1] >= 250) throw new CheckError(`first number after ${at[0][1]} ms: the stream is buffered`);
+  if (at[2][1] < 250) throw new CheckError(`last number after ${at[2][1]} ms: delay_ms ignored`);
   return at.map(([v, t]) => `${v}@${t}ms`).join(" ");
 });
 
@@ -169,12 +169,12 @@ await check(`running sum (bidi, ${label} binary, HTTP/2, gzip request, each answ
       new Promise((r) => setTimeout(r, 0)), // write() resolves once read; don't wait for that
     ]);
     const { value: n, done } = await responses.next();
-    if (done) throw new Error(`stream ended after ${got.length} answers`);
+    if (done) throw new CheckError(`stream ended after ${got.length} answers`);
     got.push(n.value);
   }
   requests.close();
   const last = await responses.next();
-  if (!last.done) throw new Error(`unexpected extra answer ${JSON.stringify(last.value)}`);
+  if (!last.done) throw new CheckError(`unexpected extra answer ${JSON.stringify(last.value)}`);
   expectEqual(got, [1, 3, 6, 10], "RunningSum(1, 2, 3, 4)");
   return got.join(",");
 });

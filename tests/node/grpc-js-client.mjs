@@ -15,7 +15,7 @@ import { parseArgs } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { includeDirs, protoFile, protoRoot } from "./lib/proto.mjs";
-import { check, expectEqual, finish } from "./lib/checks.mjs";
+import { CheckError, check, expectEqual, finish } from "./lib/checks.mjs";
 
 const { values: opts, positionals } = parseArgs({
   allowPositionals: true,
@@ -74,11 +74,11 @@ await check(`add (grpc-js, ${mode})`, async () => {
 await check("divide by zero is INVALID_ARGUMENT with a message", async () => {
   try {
     const res = await unary("divide", { a: 1, b: 0 });
-    throw new Error(`expected an error, got ${JSON.stringify(res)}`);
+    throw new CheckError(`expected an error, got ${JSON.stringify(res)}`);
   } catch (e) {
     if (e.code === undefined) throw e;
     expectEqual(grpc.status[e.code], "INVALID_ARGUMENT", "status code");
-    if (!e.details || !/zero/.test(e.details)) throw new Error(`message should mention zero: ${JSON.stringify(e.details)}`);
+    if (!e.details || !/zero/.test(e.details)) throw new CheckError(`message should mention zero: ${JSON.stringify(e.details)}`);
     return `message: ${e.details}`;
   }
 });
@@ -98,8 +98,8 @@ await check("count with delay_ms arrives message by message", async () => {
   for await (const n of call) at.push([n.value, Date.now() - started]);
   expectEqual(at.map(([v]) => v), [1, 2, 3], "Count(1, 3)");
   // The first number must not wait for the pauses before the later ones.
-  if (at[0][1] >= 250) throw new Error(`first number after ${at[0][1]} ms: the stream is buffered`);
-  if (at[2][1] < 250) throw new Error(`last number after ${at[2][1]} ms: delay_ms ignored`);
+  if (at[0][1] >= 250) throw new CheckError(`first number after ${at[0][1]} ms: the stream is buffered`);
+  if (at[2][1] < 250) throw new CheckError(`last number after ${at[2][1]} ms: delay_ms ignored`);
   return at.map(([v, t]) => `${v}@${t}ms`).join(" ");
 });
 
@@ -120,12 +120,12 @@ await check("running sum (bidi, each answer before the next request)", async () 
   for (const value of [1, 2, 3, 4]) {
     call.write({ value });
     const { value: n, done } = await responses.next();
-    if (done) throw new Error(`stream ended after ${got.length} answers`);
+    if (done) throw new CheckError(`stream ended after ${got.length} answers`);
     got.push(n.value);
   }
   call.end();
   const last = await responses.next();
-  if (!last.done) throw new Error(`unexpected extra answer ${JSON.stringify(last.value)}`);
+  if (!last.done) throw new CheckError(`unexpected extra answer ${JSON.stringify(last.value)}`);
   expectEqual(got, [1, 3, 6, 10], "RunningSum(1, 2, 3, 4)");
   return got.join(",");
 });

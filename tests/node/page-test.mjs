@@ -18,7 +18,7 @@ import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { chromium } from "playwright-core";
 import { nodeDir } from "./lib/proto.mjs";
-import { check, finish } from "./lib/checks.mjs";
+import { CheckError, check, finish } from "./lib/checks.mjs";
 
 const { values: opts, positionals } = parseArgs({
   allowPositionals: true,
@@ -107,14 +107,14 @@ try {
         { timeout },
       );
       status = await page.locator("#status").textContent();
-      if (status !== "done") throw new Error(`#status: ${status}\n${console_.join("\n")}`);
+      if (status !== "done") throw new CheckError(`#status: ${status}\n${console_.join("\n")}`);
     }, timeout + 5000);
 
     const got = await page.evaluate((ids) => Object.fromEntries(ids.map((id) => [id, document.getElementById(id)?.textContent ?? null])), Object.keys(expected));
     for (const [id, want] of Object.entries(expected)) {
       await check(`page from ${origin}: #${id}`, async () => {
         const ok = want instanceof RegExp ? want.test(got[id] ?? "") : got[id] === want;
-        if (!ok) throw new Error(`expected ${want}, got ${JSON.stringify(got[id])}`);
+        if (!ok) throw new CheckError(`expected ${want}, got ${JSON.stringify(got[id])}`);
         return got[id];
       });
     }

@@ -6,9 +6,13 @@
 // before Ferry speaks these protocols.
 //
 //   node reference-server.mjs [--host 127.0.0.1] [--port 0] [--log] [--no-cors]
+//                             [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
 //
-// Prints `listening: http://HOST:PORT` on stdout once ready. --log prints one
+// With --tls-cert/--tls-key it serves TLS instead (HTTP/2 by ALPN, HTTP/1.1
+// allowed); --client-ca then requires a client certificate signed by that CA.
+// Prints `listening: http://HOST:PORT` (or https://) on stdout once ready. --log prints one
 // line per request on stderr (method, path, protocol-relevant headers).
+import { readFileSync } from "node:fs";
 import { createServer as createNetServer } from "node:net";
 import * as http from "node:http";
 import * as http2 from "node:http2";
@@ -25,6 +29,9 @@ const { values: opts } = parseArgs({
     log: { type: "boolean", default: false },
     // Answer no preflight and send no CORS headers: to see how the page fails.
     "no-cors": { type: "boolean", default: false },
+    "tls-cert": { type: "string" },
+    "tls-key": { type: "string" },
+    "client-ca": { type: "string" },
   },
 });
 
@@ -139,29 +146,51 @@ const h2 = http2.createServer({}, handle);
 // One port for both: an HTTP/2 connection starts with the client preface
 // "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", anything else is HTTP/1.1.
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-const server = createNetServer((socket) => {
-  socket.on("error", () => socket.destroy());
-  let seen = Buffer.alloc(0);
-  const onData = (chunk) => {
-    seen = Buffer.concat([seen, chunk]);
-    const n = Math.min(seen.length, PREFACE.length);
-    const isH2 = seen.subarray(0, n).equals(PREFACE.subarray(0, n));
-    if (isH2 && seen.length < PREFACE.length) return; // need more bytes to decide
-    socket.off("data", onData);
-    socket.pause();
-    socket.unshift(seen);
-    // The HTTP/2 session reads what is buffered itself; HTTP/1.1 needs the
-    // socket flowing again.
-    (isH2 ? h2 : h1).emit("connection", socket);
-    if (!isH2) socket.resume();
-  };
-  socket.on("data", onData);
-});
+function cleartextServer() {
+  return createNetServer((socket) => {
+    socket.on("error", () => socket.destroy());
+    let seen = Buffer.alloc(0);
+    const onData = (chunk) => {
+      seen = Buffer.concat([seen, chunk]);
+      const n = Math.min(seen.length, PREFACE.length);
+      const isH2 = seen.subarray(0, n).equals(PREFACE.subarray(0, n));
+      if (isH2 && seen.length < PREFACE.length) return; // need more bytes to decide
+      socket.off("data", onData);
+      socket.pause();
+      socket.unshift(seen);
+      // The HTTP/2 session reads what is buffered itself; HTTP/1.1 needs the
+      // socket flowing again.
+      (isH2 ? h2 : h1).emit("connection", socket);
+      if (!isH2) socket.resume();
+    };
+    socket.on("data", onData);
+  });
+}
+
+// TLS: HTTP/2 or HTTP/1.1 by ALPN.
+function tlsServer() {
+  return http2.createSecureServer(
+    {
+      cert: readFileSync(opts["tls-cert"]),
+      key: readFileSync(opts["tls-key"]),
+      allowHTTP1: true,
+      ...(opts["client-ca"] ? { ca: readFileSync(opts["client-ca"]), requestCert: true, rejectUnauthorized: true } : {}),
+    },
+    handle,
+  );
+}
+
+const tls = opts["tls-cert"] !== undefined;
+if (tls !== (opts["tls-key"] !== undefined) || (opts["client-ca"] && !tls)) {
+  console.error("--tls-cert and --tls-key go together; --client-ca needs them");
+  process.exit(2);
+}
+const server = tls ? tlsServer() : cleartextServer();
 
 server.listen(Number(opts.port), opts.host, () => {
   const { address, port } = server.address();
   const host = address.includes(":") ? `[${address}]` : address;
-  console.log(`listening: http://${host}:${port}`);
+  console.log(`listening: ${tls ? "https" : "http"}://${host}:${port}`);
 });
 
 for (const sig of ["SIGINT", "SIGTERM"]) {

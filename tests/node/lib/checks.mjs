@@ -4,6 +4,9 @@ import { isDeepStrictEqual } from "node:util";
 
 let failed = 0;
 
+/** A failed expectation: reported by its message alone. */
+export class CheckError extends Error {}
+
 export async function check(name, fn, timeoutMs = 10_000) {
   let timer;
   try {
@@ -18,7 +21,7 @@ export async function check(name, fn, timeoutMs = 10_000) {
     failed++;
     // RPC errors (grpc-js, connect) carry a code: their message says it all;
     // anything else gets its stack.
-    const why = e?.code !== undefined || !e?.stack ? String(e?.message ?? e) : e.stack;
+    const why = e instanceof CheckError || e?.code !== undefined || !e?.stack ? String(e?.message ?? e) : e.stack;
     console.log(`FAIL: ${name}: ${why}`);
   } finally {
     clearTimeout(timer);
@@ -27,7 +30,7 @@ export async function check(name, fn, timeoutMs = 10_000) {
 
 export function expectEqual(actual, expected, what = "value") {
   if (!isDeepStrictEqual(actual, expected)) {
-    throw new Error(`${what}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}`);
+    throw new CheckError(`${what}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}`);
   }
 }
 
