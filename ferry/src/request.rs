@@ -24,6 +24,7 @@ pub struct Request<T> {
     deadline: Option<Instant>,
     method: Cow<'static, str>,
     peer: Option<SocketAddr>,
+    extensions: ::http::Extensions,
 }
 
 impl<T> Request<T> {
@@ -35,6 +36,7 @@ impl<T> Request<T> {
             deadline: None,
             method: Cow::Borrowed(""),
             peer: None,
+            extensions: ::http::Extensions::new(),
         }
     }
 
@@ -123,7 +125,28 @@ impl<T> Request<T> {
         self.peer = peer;
     }
 
-    /// Replaces the message, keeping metadata, deadline, method and peer.
+    /// Typed values attached to the call by layers and transports, for handlers and later layers.
+    ///
+    /// The server puts the caller's TLS identity (`ferry::tls::PeerIdentity`) here, and the
+    /// authentication layer the authenticated `ferry::auth::Principal`.
+    ///
+    /// ```
+    /// #[derive(Clone, Debug, PartialEq)]
+    /// struct TenantId(u32);
+    /// let mut req = ferry::Request::new(());
+    /// req.extensions_mut().insert(TenantId(7));
+    /// assert_eq!(req.extensions().get::<TenantId>(), Some(&TenantId(7)));
+    /// ```
+    pub fn extensions(&self) -> &::http::Extensions {
+        &self.extensions
+    }
+
+    /// The call's typed extensions, mutably; see [`Request::extensions`].
+    pub fn extensions_mut(&mut self) -> &mut ::http::Extensions {
+        &mut self.extensions
+    }
+
+    /// Replaces the message, keeping metadata, deadline, method, peer and extensions.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Request<U> {
         Request {
             message: f(self.message),
@@ -131,6 +154,7 @@ impl<T> Request<T> {
             deadline: self.deadline,
             method: self.method,
             peer: self.peer,
+            extensions: self.extensions,
         }
     }
 
@@ -148,6 +172,7 @@ impl<T> Request<T> {
             deadline,
             method: method.into(),
             peer,
+            extensions: ::http::Extensions::new(),
         }
     }
 
