@@ -32,6 +32,7 @@ mod channel;
 mod cluster;
 pub mod discovery;
 pub mod endpoint;
+#[cfg(any(feature = "tls", feature = "jwt"))]
 mod file_watch;
 pub mod health;
 pub mod hedge;

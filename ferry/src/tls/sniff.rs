@@ -39,7 +39,7 @@ pub fn is_tls_handshake(first: u8) -> bool {
 pub const PLAINTEXT_ON_TLS_PORT_RESPONSE: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
 content-type: text/plain\r\n\
 connection: close\r\n\
-content-length: 56\r\n\
+content-length: 57\r\n\
 \r\n\
 this port requires TLS: connect with https:// or grpcs://";
 
@@ -62,6 +62,6 @@ mod tests {
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
             .map(|i| i + 4);
-        assert_eq!(split.map(|start| text.len() - start), Some(56));
+        assert_eq!(split.map(|start| text.len() - start), Some(57));
     }
 }
