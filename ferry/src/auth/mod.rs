@@ -149,7 +149,7 @@ impl Principal {
 ///
 /// It runs on every call, synchronously: an authenticator that consults another service
 /// (token introspection, a user directory) should cache and refresh in the background, the way
-/// [`JwtAuthenticator`](crate::auth::JwtAuthenticator) reloads its key set.
+/// `JwtAuthenticator` reloads its key set.
 ///
 /// ```
 /// use ferry::auth::{Authenticator, Principal};

@@ -79,7 +79,7 @@ impl Rule {
             return false;
         };
         self.authenticated
-            || self.subjects.iter().any(|s| *s == p.subject)
+            || self.subjects.contains(&p.subject)
             || self.roles.iter().any(|r| p.has_role(r))
             || self.scopes.iter().any(|s| p.has_scope(s))
     }

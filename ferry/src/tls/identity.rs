@@ -35,7 +35,7 @@ struct Inner {
 
 impl PeerIdentity {
     /// An identity with this subject and nothing else; for tests and custom transports (servers
-    /// use [`PeerIdentity::from_der`]).
+    /// use `PeerIdentity::from_der`, feature `tls`).
     pub fn new(subject: impl Into<String>) -> PeerIdentity {
         PeerIdentity {
             inner: Arc::new(Inner {

@@ -1,8 +1,8 @@
 //! TLS and mTLS with rustls: server and client configurations, the caller's certificate identity,
 //! and telling a TLS handshake from plaintext on the one port.
 //!
-//! Everything that needs rustls is behind the `tls` cargo feature: [`ServerTlsConfig`],
-//! [`ClientTlsConfig`], [`TlsError`] and [`PeerIdentity::from_der`]. The plain data and helpers
+//! Everything that needs rustls is behind the `tls` cargo feature: `ServerTlsConfig`,
+//! `ClientTlsConfig`, `TlsError` and `PeerIdentity::from_der`. The plain data and helpers
 //! ([`PeerIdentity`], [`is_tls_handshake`], the ALPN ids) are always there, so a server built
 //! without the feature can still recognise a TLS client and refuse it clearly.
 //!
