@@ -380,6 +380,41 @@ async fn mtls_requires_and_reports_client_identity() -> R {
 }
 
 #[tokio::test]
+async fn client_ca_file_is_reloaded() -> R {
+    let dir = temp_dir("client-ca")?;
+    let ca_path = dir.join("clients-ca.pem");
+    let ca = Ca::new("server CA")?;
+    let (old_clients, new_clients) = (Ca::new("old clients CA")?, Ca::new("new clients CA")?);
+    replace(&ca_path, &old_clients.pem)?;
+    let leaf = ca.server("server")?;
+    let tls = ServerTlsConfig::from_pem(leaf.cert.as_bytes(), leaf.key.as_bytes())?
+        .client_ca_file(&ca_path)?
+        .reload_interval(Some(Duration::from_millis(50)));
+    let (addr, _) = echo_server(tls).await?;
+    let card = new_clients.leaf("front", &[], true, Validity::Now)?;
+    let client = || {
+        ClientTlsConfig::builder()
+            .ca_pem(ca.pem.as_bytes())
+            .identity_pem(card.cert.as_bytes(), card.key.as_bytes())
+            .build()
+    };
+    let attempt = |client: ClientTlsConfig| async move {
+        let mut stream = connect(&client, addr, "localhost", &[ALPN_FERRY]).await?;
+        echo(&mut stream, b"hi").await?;
+        Ok::<_, Error>(())
+    };
+    assert!(attempt(client()?).await.is_err());
+    replace(&ca_path, &new_clients.pem)?;
+    let started = Instant::now();
+    while attempt(client()?).await.is_err() {
+        assert!(started.elapsed() < PATIENCE, "client CA never reloaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn requiring_client_certs_without_a_ca_refuses_everyone() -> R {
     let ca = Ca::new("test CA")?;
     let leaf = ca.server("server")?;

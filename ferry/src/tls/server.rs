@@ -281,7 +281,11 @@ impl ServerTlsConfig {
     }
 
     fn watch(&self) {
-        let has_files = self.shared.cert.path().is_some();
+        let has_files = self.shared.cert.path().is_some()
+            || lock(&self.shared.state)
+                .client_ca
+                .as_ref()
+                .is_some_and(|(source, _)| source.path().is_some());
         if !has_files || self.shared.watching.swap(true, Ordering::AcqRel) {
             return;
         }
