@@ -39,7 +39,9 @@ const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 /// [`Principal::claims`]. Claim names are configurable and may be dotted paths
 /// (`realm_access.roles`).
 ///
-/// A call without `authorization: Bearer` is `Ok(None)`, left to other authenticators.
+/// A call without `authorization: Bearer` is `Ok(None)`, left to other authenticators. Any
+/// bearer token that is not a valid JWT is refused, so put no other bearer-token authenticator
+/// in the same chain.
 ///
 /// ```no_run
 /// # fn demo() -> Result<(), ferry::auth::JwtError> {
