@@ -118,8 +118,18 @@ impl<T> Request<T> {
         self.peer = peer;
     }
 
-    /// Values that layers attach for later layers and the handler (for example the
-    /// authenticated principal or the TLS peer's identity); they never travel on the wire.
+    /// Typed values that layers and transports attach for later layers and the handler; they
+    /// never travel on the wire. The server puts the caller's TLS identity
+    /// (`ferry::tls::PeerIdentity`) here, and the authentication layer the authenticated
+    /// `ferry::auth::Principal`.
+    ///
+    /// ```
+    /// #[derive(Clone, Debug, PartialEq)]
+    /// struct TenantId(u32);
+    /// let mut req = ferry::Request::new(());
+    /// req.extensions_mut().insert(TenantId(7));
+    /// assert_eq!(req.extensions().get::<TenantId>(), Some(&TenantId(7)));
+    /// ```
     pub fn extensions(&self) -> &http::Extensions {
         &self.extensions
     }
