@@ -191,8 +191,10 @@ fn generate_client(service: &Service, full_name: &str, methods: &[&Method], buf:
     let safe = methods
         .iter()
         .filter(|m| {
-            m.options.idempotency_level()
-                == prost_types::method_options::IdempotencyLevel::NoSideEffects
+            !m.client_streaming
+                && !m.server_streaming
+                && m.options.idempotency_level()
+                    == prost_types::method_options::IdempotencyLevel::NoSideEffects
         })
         .map(|m| format!("{:?}", method_path(full_name, m)))
         .collect::<Vec<_>>()
@@ -209,8 +211,8 @@ impl {name}Client {{
     /// The fully qualified service name.
     pub const SERVICE_NAME: &'static str = {full_name:?};
 
-    /// Methods marked `option idempotency_level = NO_SIDE_EFFECTS;` in the `.proto`: safe to
-    /// hedge or retry (e.g. `ChannelBuilder::hedge_methods(Self::SIDE_EFFECT_FREE_METHODS, ..)`).
+    /// Unary methods marked `option idempotency_level = NO_SIDE_EFFECTS;` in the `.proto`: safe
+    /// to hedge, retry or cache (e.g. `ChannelBuilder::hedge_methods(Self::SIDE_EFFECT_FREE_METHODS, ..)`).
     pub const SIDE_EFFECT_FREE_METHODS: &'static [&'static str] = &[{safe}];
 
     /// A client that calls over `channel`.

@@ -248,7 +248,10 @@ fn list_services_and_methods() {
             "calculator.v1.Calculator.Add",
             "calculator.v1.Calculator.Subtract",
             "calculator.v1.Calculator.Multiply",
-            "calculator.v1.Calculator.Divide"
+            "calculator.v1.Calculator.Divide",
+            "calculator.v1.Calculator.Count",
+            "calculator.v1.Calculator.Sum",
+            "calculator.v1.Calculator.RunningSum"
         ]
     );
     let mut args = vec!["list", &url];

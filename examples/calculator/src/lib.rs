@@ -5,7 +5,10 @@
 //! - [`Calculator`]: a thin wrapper over the generated client so calls read like local ones:
 //!   `calculator.add(1.0, 2.0).await? == 3.0`.
 
-use ferry::{Request, Response, Status};
+use std::time::Duration;
+
+use ferry::{Request, Response, ResponseStream, Status, Streaming};
+use futures_util::StreamExt;
 
 /// Generated protobuf messages, the `Calculator` trait, `CalculatorServer` and `CalculatorClient`.
 pub mod pb {
@@ -13,7 +16,10 @@ pub mod pb {
     ferry::include_proto!("calculator.v1");
 }
 
-use pb::{CalculateRequest, CalculateResponse};
+use pb::{CalculateRequest, CalculateResponse, CountRequest, Number};
+
+/// The most numbers one `Count` call streams.
+pub const MAX_COUNT: i64 = 1_000_000;
 
 /// The calculator's implementation.
 #[derive(Debug, Default, Clone)]
@@ -59,6 +65,55 @@ impl pb::Calculator for CalculatorService {
             )));
         }
         answer(a / b)
+    }
+
+    async fn count(
+        &self,
+        request: Request<CountRequest>,
+    ) -> Result<Response<ResponseStream<Number>>, Status> {
+        let CountRequest { from, to, delay_ms } = request.into_inner();
+        if to.saturating_sub(from) >= MAX_COUNT {
+            return Err(Status::invalid_argument(format!(
+                "cannot count from {from} to {to}: at most {MAX_COUNT} numbers per call"
+            )));
+        }
+        let delay = Duration::from_millis(delay_ms.clamp(0, 60_000) as u64);
+        let numbers = futures_util::stream::iter(from..=to).then(move |n| async move {
+            if !delay.is_zero() && n != from {
+                tokio::time::sleep(delay).await;
+            }
+            Ok(Number { value: n as f64 })
+        });
+        Ok(Response::new(ResponseStream::new(numbers)))
+    }
+
+    async fn sum(
+        &self,
+        request: Request<Streaming<Number>>,
+    ) -> Result<Response<CalculateResponse>, Status> {
+        let mut numbers = request.into_inner();
+        let mut total = 0.0;
+        while let Some(number) = numbers.message().await? {
+            total += number.value;
+        }
+        answer(total)
+    }
+
+    async fn running_sum(
+        &self,
+        request: Request<Streaming<Number>>,
+    ) -> Result<Response<ResponseStream<Number>>, Status> {
+        let totals = request.into_inner().scan(0.0, |total, number| {
+            let item = number.and_then(|n| {
+                if n.value.is_nan() {
+                    return Err(Status::invalid_argument("NaN is not a number to add"));
+                }
+                *total += n.value;
+                Ok(Number { value: *total })
+            });
+            std::future::ready(Some(item))
+        });
+        Ok(Response::new(ResponseStream::new(totals)))
     }
 }
 
@@ -126,6 +181,22 @@ impl Calculator {
             .await?
             .into_inner()
             .result)
+    }
+
+    /// The numbers `from..=to`, streamed by the server.
+    pub async fn count(&self, from: i64, to: i64) -> Result<Streaming<Number>, Status> {
+        let request = CountRequest {
+            from,
+            to,
+            delay_ms: 0,
+        };
+        Ok(self.client.count(request).await?.into_inner())
+    }
+
+    /// The sum of `numbers`, streamed to the server.
+    pub async fn sum(&self, numbers: Vec<f64>) -> Result<f64, Status> {
+        let numbers = futures_util::stream::iter(numbers.into_iter().map(|value| Number { value }));
+        Ok(self.client.sum(numbers).await?.into_inner().result)
     }
 
     /// `a / b`, computed remotely; `INVALID_ARGUMENT` when `b` is zero.

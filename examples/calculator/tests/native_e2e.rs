@@ -171,6 +171,24 @@ impl pb::Calculator for SlowCalculator {
     ) -> Result<Response<CalculateResponse>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
+    async fn count(
+        &self,
+        r: Request<calculator::pb::CountRequest>,
+    ) -> Result<Response<ferry::ResponseStream<calculator::pb::Number>>, Status> {
+        calculator::pb::Calculator::count(&calculator::CalculatorService, r).await
+    }
+    async fn sum(
+        &self,
+        r: Request<ferry::Streaming<calculator::pb::Number>>,
+    ) -> Result<Response<CalculateResponse>, Status> {
+        calculator::pb::Calculator::sum(&calculator::CalculatorService, r).await
+    }
+    async fn running_sum(
+        &self,
+        r: Request<ferry::Streaming<calculator::pb::Number>>,
+    ) -> Result<Response<ferry::ResponseStream<calculator::pb::Number>>, Status> {
+        calculator::pb::Calculator::running_sum(&calculator::CalculatorService, r).await
+    }
 }
 
 struct SlowFixture {

@@ -44,6 +44,24 @@ impl pb::Calculator for Mixed {
         tokio::time::sleep(Duration::from_millis(b as u64)).await;
         Ok(Response::new(CalculateResponse { result: a }))
     }
+    async fn count(
+        &self,
+        r: Request<calculator::pb::CountRequest>,
+    ) -> Result<Response<ferry::ResponseStream<calculator::pb::Number>>, Status> {
+        calculator::pb::Calculator::count(&calculator::CalculatorService, r).await
+    }
+    async fn sum(
+        &self,
+        r: Request<ferry::Streaming<calculator::pb::Number>>,
+    ) -> Result<Response<CalculateResponse>, Status> {
+        calculator::pb::Calculator::sum(&calculator::CalculatorService, r).await
+    }
+    async fn running_sum(
+        &self,
+        r: Request<ferry::Streaming<calculator::pb::Number>>,
+    ) -> Result<Response<ferry::ResponseStream<calculator::pb::Number>>, Status> {
+        calculator::pb::Calculator::running_sum(&calculator::CalculatorService, r).await
+    }
 }
 
 async fn start() -> (ferry::ServerHandle, pb::CalculatorClient) {

@@ -78,6 +78,24 @@ impl pb::Calculator for Uneven {
         let CalculateRequest { a, b } = r.into_inner();
         Ok(Response::new(CalculateResponse { result: a / b }))
     }
+    async fn count(
+        &self,
+        r: Request<calculator::pb::CountRequest>,
+    ) -> Result<Response<ferry::ResponseStream<calculator::pb::Number>>, Status> {
+        calculator::pb::Calculator::count(&calculator::CalculatorService, r).await
+    }
+    async fn sum(
+        &self,
+        r: Request<ferry::Streaming<calculator::pb::Number>>,
+    ) -> Result<Response<CalculateResponse>, Status> {
+        calculator::pb::Calculator::sum(&calculator::CalculatorService, r).await
+    }
+    async fn running_sum(
+        &self,
+        r: Request<ferry::Streaming<calculator::pb::Number>>,
+    ) -> Result<Response<ferry::ResponseStream<calculator::pb::Number>>, Status> {
+        calculator::pb::Calculator::running_sum(&calculator::CalculatorService, r).await
+    }
 }
 
 async fn run(client: &pb::CalculatorClient, calls: usize, concurrency: usize) -> Vec<Duration> {

@@ -54,22 +54,31 @@ impl Body {
     /// The single message of this body; a stream must hold exactly one message (what a unary
     /// method receives from a protocol that always streams).
     pub async fn into_message(self) -> Result<Bytes, Status> {
+        self.into_single().await.map(|(message, _)| message)
+    }
+
+    /// The single message of this body and the trailers a stream ended with.
+    pub async fn into_single(self) -> Result<(Bytes, Metadata), Status> {
         match self {
-            Body::Message(bytes) => Ok(bytes),
+            Body::Message(bytes) => Ok((bytes, Metadata::new())),
             Body::Stream(mut stream) => {
                 let mut first = None;
+                let mut trailers = Metadata::new();
                 while let Some(item) = stream.next().await {
                     match item? {
                         StreamItem::Message(bytes) if first.is_none() => first = Some(bytes),
                         StreamItem::Message(_) => {
                             return Err(Status::unimplemented(
-                                "a unary method received more than one message",
+                                "a single-message body held more than one message",
                             ));
                         }
-                        StreamItem::Trailers(_) => {}
+                        StreamItem::Trailers(more) => trailers.extend(more),
                     }
                 }
-                first.ok_or_else(|| Status::unimplemented("a unary method received no message"))
+                let first = first.ok_or_else(|| {
+                    Status::unimplemented("a single-message body held no message")
+                })?;
+                Ok((first, trailers))
             }
         }
     }

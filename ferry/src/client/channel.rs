@@ -350,8 +350,9 @@ async fn decode_single<Resp: Message + Default>(
     method: &str,
     response: Response<Body>,
 ) -> Result<Response<Resp>, Status> {
-    let (metadata, body, trailers) = response.into_wire_parts();
-    let bytes = body.into_message().await?;
+    let (metadata, body, mut trailers) = response.into_wire_parts();
+    let (bytes, more) = body.into_single().await?;
+    trailers.extend(more);
     let message = Resp::decode(bytes)
         .map_err(|e| Status::internal(format!("cannot decode the response of {method}: {e}")))?;
     Ok(Response::from_wire(metadata, message, trailers))

@@ -4,14 +4,13 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
 
 use super::codec::{
-    self, ACCEPT_ENCODING, CONTENT_TYPE, Encoding, MessageDecoder, http_status_to_grpc,
+    self, ACCEPT_ENCODING, Batches, CONTENT_TYPE, Encoding, MessageDecoder, http_status_to_grpc,
     split_messages, take_status,
 };
 use crate::call::{Body, CallResult, MessageStream, StreamItem, deadline};
@@ -92,7 +91,9 @@ impl GrpcConnection {
             Body::Message(message) => {
                 RequestBody::Full(Some(codec::frame_message(&message, Encoding::Identity)))
             }
-            Body::Stream(stream) => RequestBody::Stream(stream),
+            Body::Stream(messages) => {
+                RequestBody::Stream(Batches::new(messages, Encoding::Identity))
+            }
         };
         let mut http_request = http::Request::new(body);
         *http_request.method_mut() = http::Method::POST;
@@ -237,7 +238,7 @@ fn end_of_stream(
 /// A request body: one framed message, or a stream framed as it is sent.
 pub(crate) enum RequestBody {
     Full(Option<Bytes>),
-    Stream(MessageStream),
+    Stream(Batches),
 }
 
 impl http_body::Body for RequestBody {
@@ -250,19 +251,10 @@ impl http_body::Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         match self.get_mut() {
             RequestBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            RequestBody::Stream(stream) => loop {
-                match std::task::ready!(stream.poll_next_unpin(cx)) {
-                    Some(Ok(StreamItem::Message(message))) => {
-                        let mut out = BytesMut::new();
-                        codec::put_message(&mut out, &message, Encoding::Identity);
-                        return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
-                    }
-                    // Requests carry no trailers in gRPC.
-                    Some(Ok(StreamItem::Trailers(_))) => {}
-                    Some(Err(status)) => return Poll::Ready(Some(Err(status))),
-                    None => return Poll::Ready(None),
-                }
-            },
+            // Requests carry no trailers in gRPC; a stream's are dropped.
+            RequestBody::Stream(batches) => batches
+                .poll_batch(cx)
+                .map(|batch| batch.map(|b| b.map(Frame::data))),
         }
     }
 

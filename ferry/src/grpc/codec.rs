@@ -3,15 +3,18 @@
 //! `grpc-status-details-bin`.
 
 use std::io::{Read, Write};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use flate2::Compression;
+use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
+use crate::call::{MessageStream, StreamItem};
 use crate::http::headers::decode_base64;
-use crate::{Code, Status};
+use crate::{Code, Metadata, Status};
 
 /// The content type of gRPC requests and responses.
 pub(crate) const CONTENT_TYPE: &str = "application/grpc";
@@ -119,6 +122,67 @@ pub(crate) fn frame_message(message: &[u8], encoding: Encoding) -> Bytes {
     let mut out = BytesMut::new();
     put_message(&mut out, message, encoding);
     out.freeze()
+}
+
+/// Messages that are ready together are framed into one chunk of up to this many bytes, sent
+/// as one HTTP/2 DATA frame: fewer frames and writes, and no floods of tiny frames (HTTP/2
+/// peers such as h2 refuse a connection that sends too many small frames too fast).
+const BATCH: usize = 16 * 1024;
+
+/// A stream of messages as length-prefixed chunks, each holding every message that was ready
+/// (up to [`BATCH`] bytes). Trailers seen in the stream are collected in `trailers`.
+pub(crate) struct Batches {
+    messages: MessageStream,
+    encoding: Encoding,
+    /// What ended the stream while a batch was being gathered; reported next.
+    ended: Option<Option<Status>>,
+    /// Trailers the stream carried.
+    pub(crate) trailers: Metadata,
+}
+
+impl Batches {
+    pub(crate) fn new(messages: MessageStream, encoding: Encoding) -> Batches {
+        Batches {
+            messages,
+            encoding,
+            ended: None,
+            trailers: Metadata::new(),
+        }
+    }
+
+    /// The next chunk, the stream's error, or `None` at its end.
+    pub(crate) fn poll_batch(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Status>>> {
+        if let Some(end) = self.ended.take() {
+            return Poll::Ready(end.map(Err));
+        }
+        let mut out = BytesMut::new();
+        loop {
+            let polled = match self.messages.poll_next_unpin(cx) {
+                Poll::Pending if out.is_empty() => return Poll::Pending,
+                Poll::Pending => break,
+                Poll::Ready(item) => item,
+            };
+            match polled {
+                Some(Ok(StreamItem::Message(message))) => {
+                    put_message(&mut out, &message, self.encoding);
+                    if out.len() >= BATCH {
+                        break;
+                    }
+                }
+                Some(Ok(StreamItem::Trailers(more))) => self.trailers.extend(more),
+                Some(Err(status)) if out.is_empty() => return Poll::Ready(Some(Err(status))),
+                None if out.is_empty() => return Poll::Ready(None),
+                end => {
+                    self.ended = Some(end.and_then(Result::err));
+                    break;
+                }
+            }
+        }
+        Poll::Ready(Some(Ok(out.freeze())))
+    }
 }
 
 /// Reads length-prefixed messages out of a body that arrives in chunks of any size.

@@ -3,15 +3,15 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use bytes::BytesMut;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue};
 use http_body::Frame;
 
 use super::codec::{
-    self, ACCEPT_ENCODING, CONTENT_TYPE, Encoding, MessageDecoder, put_status, split_messages,
+    self, ACCEPT_ENCODING, Batches, CONTENT_TYPE, Encoding, MessageDecoder, put_status,
+    split_messages,
 };
-use crate::call::{Body, MessageStream, StreamItem, deadline};
+use crate::call::{Body, MessageStream, deadline};
 use crate::http::HttpContext;
 use crate::http::body::{ReplyBody, collect, reply_body, streaming_body};
 use crate::http::headers::{headers_to_metadata, metadata_to_headers};
@@ -191,26 +191,27 @@ fn request_stream(body: hyper::body::Incoming, encoding: Encoding, limit: usize)
     ))
 }
 
-/// A streamed reply: each message as it comes, then the trailers (or the error).
+/// A streamed reply: the messages in batches as they come, then the trailers (or the error).
 fn streaming_reply(stream: MessageStream, trailers: Metadata, encoding: Encoding) -> ReplyBody {
-    let frames = futures_util::stream::unfold(Some((stream, trailers)), move |state| async move {
-        let (mut stream, mut trailers) = state?;
-        loop {
-            match stream.next().await {
-                Some(Ok(StreamItem::Message(message))) => {
-                    let mut out = BytesMut::new();
-                    codec::put_message(&mut out, &message, encoding);
-                    let frame = Frame::data(out.freeze());
-                    return Some((frame, Some((stream, trailers))));
-                }
-                Some(Ok(StreamItem::Trailers(more))) => trailers.extend(more),
-                Some(Err(status)) => {
-                    let frame = Frame::trailers(error_trailers(&trailers, &status));
-                    return Some((frame, None));
-                }
-                None => return Some((Frame::trailers(ok_trailers(&trailers)), None)),
-            }
+    let mut batches = Batches::new(stream, encoding);
+    batches.trailers = trailers;
+    let mut done = false;
+    let frames = futures_util::stream::poll_fn(move |cx| {
+        if done {
+            return std::task::Poll::Ready(None);
         }
+        let frame = match std::task::ready!(batches.poll_batch(cx)) {
+            Some(Ok(batch)) => Frame::data(batch),
+            Some(Err(status)) => {
+                done = true;
+                Frame::trailers(error_trailers(&batches.trailers, &status))
+            }
+            None => {
+                done = true;
+                Frame::trailers(ok_trailers(&batches.trailers))
+            }
+        };
+        std::task::Poll::Ready(Some(frame))
     });
     streaming_body(frames.boxed())
 }

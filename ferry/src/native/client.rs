@@ -7,21 +7,83 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
 
+use super::flow::{Credit, InboundStream, ReceiveWindow};
 use super::frame::{Frame, FrameError, HEADER_LEN, Kind, Limits};
 use super::{MAX_DISCARD, Outbound, StreamIds, read_preface, write_loop};
-use crate::call::{Body, CallResult, MethodKind, deadline};
+use crate::call::{Body, CallResult, MessageStream, StreamItem, deadline};
 use crate::{Code, Metadata, Request, Response, Status};
 
 type Reply = CallResult;
 
-struct PendingCall {
-    reply: oneshot::Sender<Reply>,
-    metadata: Metadata,
-    body: Option<Bytes>,
+/// A call waiting for (the rest of) its reply.
+enum PendingCall {
+    /// One reply message: resolved on STATUS.
+    Unary {
+        reply: oneshot::Sender<Reply>,
+        metadata: Metadata,
+        body: Option<Bytes>,
+    },
+    /// A streamed reply (or a streamed request): resolved when the reply starts, then fed.
+    Streaming(StreamingCall),
+}
+
+struct StreamingCall {
+    /// Resolves the call with the reply's leading metadata; taken when the reply starts.
+    head: Option<oneshot::Sender<Result<Metadata, Status>>>,
+    /// The reply's messages, trailers or error, for the caller's stream.
+    items: mpsc::UnboundedSender<Result<StreamItem, Status>>,
+    /// How much more the server may send.
+    window: ReceiveWindow,
+    /// The credit of the request stream.
+    credit: Arc<Credit>,
+    /// The task sending the request stream, if there is one.
+    sender: Option<AbortHandle>,
+}
+
+impl StreamingCall {
+    /// Starts the reply (if not started) with `metadata`.
+    fn start(&mut self, metadata: Metadata) {
+        if let Some(head) = self.head.take() {
+            let _ = head.send(Ok(metadata));
+        }
+    }
+
+    /// Ends the call: the last item goes to whoever waits (the call or its stream).
+    fn end(mut self, last: Result<StreamItem, Status>) {
+        self.credit.close();
+        if let Some(sender) = self.sender.take() {
+            sender.abort();
+        }
+        match (self.head.take(), last) {
+            (Some(head), Err(status)) => {
+                let _ = head.send(Err(status));
+            }
+            (Some(head), Ok(item)) => {
+                let _ = head.send(Ok(Metadata::new()));
+                let _ = self.items.send(Ok(item));
+            }
+            (None, last) => {
+                let _ = self.items.send(last);
+            }
+        }
+    }
+}
+
+impl PendingCall {
+    fn fail(self, status: Status) {
+        match self {
+            PendingCall::Unary { reply, .. } => {
+                let _ = reply.send(Err(status));
+            }
+            PendingCall::Streaming(call) => call.end(Err(status)),
+        }
+    }
 }
 
 /// Calls awaiting their reply, by stream id.
@@ -49,7 +111,7 @@ fn fail_above(pending: &mut Pending, above: u32, status: &Status) {
     let ids: Vec<u32> = pending.keys().copied().filter(|id| *id > above).collect();
     for id in ids {
         if let Some(call) = pending.remove(&id) {
-            let _ = call.reply.send(Err(status.clone()));
+            call.fail(status.clone());
         }
     }
 }
@@ -101,52 +163,53 @@ impl Connection {
         !self.shared.closed.load(Ordering::Acquire)
     }
 
-    /// Sends one unary call and waits for its reply, the deadline, or the caller giving up.
-    pub(crate) async fn call(&self, request: Request<Body>) -> Reply {
-        if request.method_kind() != MethodKind::Unary {
-            return Err(Status::unimplemented(
-                "streaming calls over the native protocol are not supported yet; use grpc://",
+    /// Allocates the next stream id and queues `first` for it, under the pending-table lock
+    /// (ids must reach the wire in increasing order; the queue send never blocks), then
+    /// registers `call` for its reply.
+    fn open(&self, first: impl FnOnce(u32) -> Outbound, call: PendingCall) -> Result<u32, Status> {
+        let mut pending = self.shared.pending();
+        if !self.is_usable() {
+            return Err(Status::unavailable("connection is closing"));
+        }
+        let stream = self.next_stream.fetch_add(2, Ordering::Relaxed);
+        if stream >= u32::MAX - 2 {
+            self.shared.closed.store(true, Ordering::Release);
+            return Err(Status::unavailable(
+                "connection ran out of stream ids; reconnecting",
             ));
+        }
+        if self.tx.send(first(stream)).is_err() {
+            return Err(Status::unavailable("connection closed"));
+        }
+        pending.insert(stream, call);
+        Ok(stream)
+    }
+
+    /// Sends one call and waits for its reply (or, for a streamed reply, its start), the
+    /// deadline, or the caller giving up.
+    pub(crate) async fn call(&self, request: Request<Body>) -> Reply {
+        let kind = request.method_kind();
+        if kind.client_streams() || kind.server_streams() {
+            return self.call_streaming(request).await;
         }
         let deadline = request.deadline();
         let timeout = deadline::wire_timeout(deadline)?;
         let (method, metadata, body) = request.into_call_parts();
         let body = body.into_message().await?;
         let (reply_tx, reply_rx) = oneshot::channel();
-        // Stream ids must reach the wire in increasing order, so the id is allocated and the
-        // frame queued under the same lock (the queue send never blocks).
-        let stream = {
-            let mut pending = self.shared.pending();
-            if !self.is_usable() {
-                return Err(Status::unavailable("connection is closing"));
-            }
-            let stream = self.next_stream.fetch_add(2, Ordering::Relaxed);
-            if stream >= u32::MAX - 2 {
-                self.shared.closed.store(true, Ordering::Release);
-                return Err(Status::unavailable(
-                    "connection ran out of stream ids; reconnecting",
-                ));
-            }
-            let call = Outbound::Call {
-                stream,
-                method,
-                timeout,
-                metadata,
-                body,
-            };
-            if self.tx.send(call).is_err() {
-                return Err(Status::unavailable("connection closed"));
-            }
-            pending.insert(
-                stream,
-                PendingCall {
-                    reply: reply_tx,
-                    metadata: Metadata::new(),
-                    body: None,
-                },
-            );
-            stream
+        let call = PendingCall::Unary {
+            reply: reply_tx,
+            metadata: Metadata::new(),
+            body: None,
         };
+        let first = |stream| Outbound::Call {
+            stream,
+            method,
+            timeout,
+            metadata,
+            body,
+        };
+        let stream = self.open(first, call)?;
         let mut guard = CancelOnDrop {
             conn: self,
             stream,
@@ -166,6 +229,148 @@ impl Connection {
         guard.armed = false;
         received.unwrap_or_else(|_| Err(Status::unavailable("connection closed")))
     }
+
+    /// A call that streams in either direction: the request stream is sent as the server
+    /// grants credit (on its own task), and the reply is a stream the caller reads.
+    async fn call_streaming(&self, request: Request<Body>) -> Reply {
+        let deadline = request.deadline();
+        let timeout = deadline::wire_timeout(deadline)?;
+        let (method, metadata, body) = request.into_call_parts();
+        let (head_tx, head_rx) = oneshot::channel();
+        let (items_tx, items_rx) = mpsc::unbounded_channel();
+        let window = ReceiveWindow::new();
+        let credit = Arc::new(Credit::new());
+        let call = PendingCall::Streaming(StreamingCall {
+            head: Some(head_tx),
+            items: items_tx,
+            window: window.clone(),
+            credit: credit.clone(),
+            sender: None,
+        });
+        let (stream, requests) = match body {
+            Body::Message(message) => {
+                let first = |stream| Outbound::Call {
+                    stream,
+                    method,
+                    timeout,
+                    metadata,
+                    body: message,
+                };
+                (self.open(first, call)?, None)
+            }
+            Body::Stream(requests) => {
+                let first = |stream| Outbound::Open {
+                    stream,
+                    method,
+                    timeout,
+                    metadata,
+                };
+                (self.open(first, call)?, Some(requests))
+            }
+        };
+        if let Some(requests) = requests {
+            let sender = tokio::spawn(send_requests(
+                stream,
+                requests,
+                credit,
+                self.tx.downgrade(),
+                Arc::downgrade(&self.shared),
+            ));
+            if let Some(PendingCall::Streaming(call)) = self.shared.pending().get_mut(&stream) {
+                call.sender = Some(sender.abort_handle());
+            } else {
+                // The call already ended.
+                sender.abort();
+            }
+        }
+        let mut guard = CancelOnDrop {
+            conn: self,
+            stream,
+            code: Code::Cancelled,
+            armed: true,
+        };
+        let head = match deadline {
+            Some(d) => match tokio::time::timeout_at(d.into(), head_rx).await {
+                Ok(head) => head,
+                Err(_) => {
+                    guard.code = Code::DeadlineExceeded;
+                    return Err(deadline::exceeded());
+                }
+            },
+            None => head_rx.await,
+        };
+        guard.armed = false;
+        let metadata = head.unwrap_or_else(|_| Err(Status::unavailable("connection closed")))?;
+        let shared = Arc::downgrade(&self.shared);
+        let tx = self.tx.downgrade();
+        let messages = InboundStream::new(items_rx, stream, self.tx.downgrade(), window)
+            .on_drop(move || cancel(&shared, &tx, stream, Code::Cancelled));
+        let messages = deadline::guard_stream(MessageStream::new(messages), deadline);
+        Ok(Response::from_wire(
+            metadata,
+            Body::Stream(messages),
+            Metadata::new(),
+        ))
+    }
+}
+
+/// Sends a call's request stream as the server grants credit, then half-closes. A failing
+/// request stream cancels the call with its status.
+async fn send_requests(
+    stream: u32,
+    mut requests: MessageStream,
+    credit: Arc<Credit>,
+    tx: mpsc::WeakUnboundedSender<Outbound>,
+    shared: std::sync::Weak<Shared>,
+) {
+    while let Some(item) = requests.next().await {
+        let message = match item {
+            Ok(StreamItem::Message(message)) => message,
+            Ok(StreamItem::Trailers(_)) => continue,
+            Err(status) => {
+                if let Some(shared) = shared.upgrade()
+                    && let Some(call) = shared.pending().remove(&stream)
+                {
+                    if let Some(tx) = tx.upgrade() {
+                        let code = status.code();
+                        let _ = tx.send(Outbound::Cancel { stream, code });
+                    }
+                    call.fail(status);
+                }
+                return;
+            }
+        };
+        if !credit.acquire().await {
+            return;
+        }
+        credit.spend(message.len());
+        let Some(tx) = tx.upgrade() else { return };
+        if tx.send(Outbound::Data { stream, message }).is_err() {
+            return;
+        }
+    }
+    if let Some(tx) = tx.upgrade() {
+        let _ = tx.send(Outbound::HalfClose { stream });
+    }
+}
+
+/// Cancels `stream` on the server if it is still pending (the caller gave up on it).
+fn cancel(
+    shared: &std::sync::Weak<Shared>,
+    tx: &mpsc::WeakUnboundedSender<Outbound>,
+    stream: u32,
+    code: Code,
+) {
+    let Some(shared) = shared.upgrade() else {
+        return;
+    };
+    let removed = shared.pending().remove(&stream);
+    if let Some(call) = removed {
+        if let Some(tx) = tx.upgrade() {
+            let _ = tx.send(Outbound::Cancel { stream, code });
+        }
+        call.fail(Status::cancelled("the caller gave up on the call"));
+    }
 }
 
 impl Drop for Connection {
@@ -184,11 +389,18 @@ struct CancelOnDrop<'a> {
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
-        if self.armed && self.conn.shared.pending().remove(&self.stream).is_some() {
+        if !self.armed {
+            return;
+        }
+        let removed = self.conn.shared.pending().remove(&self.stream);
+        if let Some(call) = removed {
             let _ = self.conn.tx.send(Outbound::Cancel {
                 stream: self.stream,
                 code: self.code,
             });
+            if let PendingCall::Streaming(call) = call {
+                call.end(Err(Status::cancelled("the caller gave up on the call")));
+            }
         }
     }
 }
@@ -232,9 +444,13 @@ async fn read_loop(
                         buf.advance(HEADER_LEN);
                         discard = len;
                         if let Some(call) = pending.remove(&stream) {
-                            let _ = call.reply.send(Err(Status::resource_exhausted(format!(
+                            if let (PendingCall::Streaming(_), Some(tx)) = (&call, tx.upgrade()) {
+                                let code = Code::ResourceExhausted;
+                                let _ = tx.send(Outbound::Cancel { stream, code });
+                            }
+                            call.fail(Status::resource_exhausted(format!(
                                 "response message of {len} bytes exceeds the limit of {max} bytes"
-                            ))));
+                            )));
                         }
                     }
                     Err(e) => {
@@ -264,39 +480,70 @@ fn on_frame(
     match frame {
         Frame::Headers {
             stream, headers, ..
-        } => {
-            if let Some(call) = pending.get_mut(&stream) {
-                call.metadata.extend(headers.metadata);
+        } => match pending.get_mut(&stream) {
+            Some(PendingCall::Unary { metadata, .. }) => metadata.extend(headers.metadata),
+            Some(PendingCall::Streaming(call)) => call.start(headers.metadata),
+            None => {}
+        },
+        Frame::Data { stream, data, .. } => match pending.get_mut(&stream) {
+            Some(PendingCall::Unary { body, .. }) => *body = Some(data),
+            Some(PendingCall::Streaming(call)) => {
+                if !call.window.receive(data.len()) {
+                    if let Some(call) = pending.remove(&stream) {
+                        if let Some(tx) = tx.upgrade() {
+                            let code = Code::ResourceExhausted;
+                            let _ = tx.send(Outbound::Cancel { stream, code });
+                        }
+                        call.fail(Status::resource_exhausted(
+                            "flow control: the server sent DATA without credit",
+                        ));
+                    }
+                    return None;
+                }
+                call.start(Metadata::new());
+                let _ = call.items.send(Ok(StreamItem::Message(data)));
             }
-        }
-        Frame::Data { stream, data, .. } => {
-            if let Some(call) = pending.get_mut(&stream) {
-                call.body = Some(data);
-            }
-        }
+            None => {}
+        },
         Frame::Status {
             stream,
             status,
             metadata,
-        } => {
-            if let Some(call) = pending.remove(&stream) {
-                let reply = if status.code() == Code::Ok {
+        } => match pending.remove(&stream) {
+            Some(PendingCall::Unary {
+                reply,
+                metadata: leading,
+                body,
+            }) => {
+                let result = if status.code() == Code::Ok {
                     Ok(Response::from_wire(
-                        call.metadata,
-                        Body::Message(call.body.unwrap_or_default()),
+                        leading,
+                        Body::Message(body.unwrap_or_default()),
                         metadata,
                     ))
                 } else {
                     Err(status.with_metadata(metadata))
                 };
-                let _ = call.reply.send(reply);
+                let _ = reply.send(result);
+            }
+            Some(PendingCall::Streaming(call)) => {
+                let last = if status.code() == Code::Ok {
+                    Ok(StreamItem::Trailers(metadata))
+                } else {
+                    Err(status.with_metadata(metadata))
+                };
+                call.end(last);
+            }
+            None => {}
+        },
+        Frame::WindowUpdate { stream, increment } => {
+            if let Some(PendingCall::Streaming(call)) = pending.get(&stream) {
+                call.credit.grant(increment);
             }
         }
         Frame::Cancel { stream, code } => {
             if let Some(call) = pending.remove(&stream) {
-                let _ = call
-                    .reply
-                    .send(Err(Status::new(code, "the server cancelled the call")));
+                call.fail(Status::new(code, "the server cancelled the call"));
             }
         }
         Frame::Ping {
@@ -318,7 +565,7 @@ fn on_frame(
             ));
             fail_above(pending, last_stream, &status);
         }
-        Frame::Ping { ack: true, .. } | Frame::WindowUpdate { .. } => {}
+        Frame::Ping { ack: true, .. } => {}
     }
     None
 }

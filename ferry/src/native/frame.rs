@@ -305,7 +305,6 @@ pub fn encode_goaway(dst: &mut BytesMut, last_stream: u32, code: Code, message: 
 }
 
 /// Appends a WINDOW_UPDATE frame.
-#[cfg_attr(not(test), allow(dead_code))] // flow control for native streaming is next
 pub fn encode_window_update(dst: &mut BytesMut, stream: u32, increment: u32) {
     put_header(dst, 4, Kind::WindowUpdate, 0, stream);
     dst.put_u32(increment);

@@ -1,10 +1,13 @@
 //! Ferry's native multiplexed binary protocol (spec: `docs/protocol.md`).
 //!
 //! - `frame`: the frame codec and its limits.
+//! - `flow`: per-stream flow control (send credit, and granting credit back as messages are
+//!   consumed).
 //! - `server`: serving one accepted connection.
 //! - `client`: one multiplexed client connection per endpoint.
 
 pub(crate) mod client;
+pub(crate) mod flow;
 pub(crate) mod frame;
 pub(crate) mod server;
 
@@ -90,9 +93,9 @@ const MAX_BATCH: usize = 256 * 1024;
 /// data at us.
 pub(crate) const MAX_DISCARD: usize = 64 * 1024 * 1024;
 
-/// Work for a connection's writer task; encoded into frames in batches.
+/// Work for a connection's writer; encoded into frames in batches.
 pub(crate) enum Outbound {
-    /// A unary request: HEADERS then DATA with END_STREAM.
+    /// A request with one message: HEADERS then DATA with END_STREAM.
     Call {
         stream: u32,
         method: Cow<'static, str>,
@@ -100,10 +103,42 @@ pub(crate) enum Outbound {
         metadata: Metadata,
         body: Bytes,
     },
-    /// A unary reply: optional HEADERS, DATA, then STATUS; or STATUS alone on error.
+    /// Opens a client-streaming or bidirectional call: HEADERS without END_STREAM; messages
+    /// follow as [`Outbound::Data`], the end as [`Outbound::HalfClose`].
+    Open {
+        stream: u32,
+        method: Cow<'static, str>,
+        timeout: Option<Duration>,
+        metadata: Metadata,
+    },
+    /// One streamed message: DATA without END_STREAM.
+    Data {
+        stream: u32,
+        message: Bytes,
+    },
+    /// The client has no more messages: HEADERS with END_STREAM on an open stream.
+    HalfClose {
+        stream: u32,
+    },
+    /// A reply with one message: optional HEADERS, DATA, then STATUS; or STATUS alone on error.
     Reply {
         stream: u32,
         result: CallResult,
+    },
+    /// The leading metadata of a streamed reply: HEADERS.
+    Headers {
+        stream: u32,
+        metadata: Metadata,
+    },
+    /// The end of a streamed reply: STATUS with trailers, or the error.
+    Status {
+        stream: u32,
+        outcome: Result<Metadata, Status>,
+    },
+    /// Grants the peer `increment` more bytes of DATA on `stream`.
+    WindowUpdate {
+        stream: u32,
+        increment: u32,
     },
     Cancel {
         stream: u32,
@@ -116,7 +151,23 @@ pub(crate) enum Outbound {
 }
 
 impl Outbound {
-    fn encode(self, dst: &mut BytesMut) {
+    /// The stream this work belongs to (0 for connection-level frames).
+    pub(crate) fn stream(&self) -> u32 {
+        match self {
+            Outbound::Call { stream, .. }
+            | Outbound::Open { stream, .. }
+            | Outbound::Data { stream, .. }
+            | Outbound::HalfClose { stream }
+            | Outbound::Reply { stream, .. }
+            | Outbound::Headers { stream, .. }
+            | Outbound::Status { stream, .. }
+            | Outbound::WindowUpdate { stream, .. }
+            | Outbound::Cancel { stream, .. } => *stream,
+            Outbound::Ping { .. } => 0,
+        }
+    }
+
+    pub(crate) fn encode(self, dst: &mut BytesMut) {
         match self {
             Outbound::Call {
                 stream,
@@ -128,10 +179,35 @@ impl Outbound {
                 encode_headers(dst, stream, false, method.as_bytes(), timeout, &metadata);
                 encode_data(dst, stream, true, &body);
             }
+            Outbound::Open {
+                stream,
+                method,
+                timeout,
+                metadata,
+            } => encode_headers(dst, stream, false, method.as_bytes(), timeout, &metadata),
+            Outbound::Data { stream, message } => encode_data(dst, stream, false, &message),
+            Outbound::HalfClose { stream } => {
+                encode_headers(dst, stream, true, b"", None, &Metadata::new())
+            }
             Outbound::Reply { stream, result } => encode_reply(dst, stream, result),
+            Outbound::Headers { stream, metadata } => {
+                encode_headers(dst, stream, false, b"", None, &metadata)
+            }
+            Outbound::Status { stream, outcome } => encode_end(dst, stream, outcome),
+            Outbound::WindowUpdate { stream, increment } => {
+                encode_window_update(dst, stream, increment)
+            }
             Outbound::Cancel { stream, code } => encode_cancel(dst, stream, code),
             Outbound::Ping { ack, payload } => encode_ping(dst, ack, payload),
         }
+    }
+}
+
+/// Encodes the STATUS that ends a stream: OK with the trailers, or the error.
+pub(crate) fn encode_end(dst: &mut BytesMut, stream: u32, outcome: Result<Metadata, Status>) {
+    match outcome {
+        Ok(trailers) => encode_status(dst, stream, &Status::new(Code::Ok, ""), &trailers),
+        Err(status) => encode_status(dst, stream, &status, status.metadata()),
     }
 }
 
@@ -150,9 +226,9 @@ pub(crate) fn encode_reply(dst: &mut BytesMut, stream: u32, result: CallResult) 
                 encode_headers(dst, stream, false, b"", None, &metadata);
             }
             encode_data(dst, stream, false, &body);
-            encode_status(dst, stream, &Status::new(Code::Ok, ""), &trailers);
+            encode_end(dst, stream, Ok(trailers));
         }
-        Err(status) => encode_status(dst, stream, &status, status.metadata()),
+        Err(status) => encode_end(dst, stream, Err(status)),
     }
 }
 

@@ -11,9 +11,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+use super::flow::{Credit, InboundStream, ReceiveWindow};
 use super::frame::{self, Frame, FrameError, HEADER_LEN, Headers, Kind, Limits, PREFACE};
 use super::{MAX_BATCH, MAX_DISCARD, Outbound, StreamIds, encode_reply, read_preface};
-use crate::call::{Body, BoxService, MethodKind, deadline};
+use crate::call::{Body, BoxService, MessageStream, MethodKind, StreamItem, deadline};
 use crate::server::{Dispatch, Shutdown, begin, finish, guarded, handler_panicked};
 use crate::{Code, Request, Status};
 
@@ -25,6 +26,31 @@ pub(crate) const PREFACE_TIMEOUT: std::time::Duration = std::time::Duration::fro
 pub(crate) struct ConnConfig {
     pub limits: Limits,
     pub max_concurrent_streams: usize,
+}
+
+/// A call's interned method path and how it streams.
+type Route = (std::borrow::Cow<'static, str>, MethodKind);
+
+/// A call running on its own task.
+struct Active {
+    task: AbortHandle,
+    /// Where the client's further messages go (client-streaming and bidirectional calls until
+    /// the client half-closes), and how much it may still send.
+    inbound: Option<(
+        mpsc::UnboundedSender<Result<StreamItem, Status>>,
+        ReceiveWindow,
+    )>,
+    /// The credit for the reply stream, granted by the client's WINDOW_UPDATEs.
+    credit: Option<Arc<Credit>>,
+}
+
+impl Active {
+    fn stop(self) {
+        self.task.abort();
+        if let Some(credit) = self.credit {
+            credit.close();
+        }
+    }
 }
 
 /// One connection's state, owned by the single task that serves it.
@@ -40,10 +66,11 @@ struct Conn {
     svc: BoxService,
     peer: Option<SocketAddr>,
     cfg: Arc<ConnConfig>,
-    /// Handlers running on their own task, by stream id.
-    active: HashMap<u32, AbortHandle, StreamIds>,
-    /// Streams whose HEADERS arrived and whose DATA has not.
-    open: HashMap<u32, Headers, StreamIds>,
+    /// Calls running on their own task, by stream id.
+    active: HashMap<u32, Active, StreamIds>,
+    /// Calls whose HEADERS arrived and whose one request message has not (unary and
+    /// server-streaming methods).
+    open: HashMap<u32, (Headers, Route), StreamIds>,
     last_stream: u32,
     draining: bool,
     /// Frames waiting to be written.
@@ -208,12 +235,26 @@ impl Conn {
         }
     }
 
-    /// A reply from a handler that ran on its own task; dropped if the call was cancelled.
+    /// Output of a call running on its own task; dropped if the call was cancelled.
     fn on_reply(&mut self, reply: Outbound) {
-        if let Outbound::Reply { stream, result } = reply
-            && self.active.remove(&stream).is_some()
-        {
-            encode_reply(&mut self.out, stream, result);
+        match reply {
+            Outbound::Reply { stream, result } => {
+                if let Some(active) = self.active.remove(&stream) {
+                    active.stop();
+                    encode_reply(&mut self.out, stream, result);
+                }
+            }
+            Outbound::Status { stream, outcome } => {
+                if let Some(active) = self.active.remove(&stream) {
+                    active.stop();
+                    super::encode_end(&mut self.out, stream, outcome);
+                }
+            }
+            other => {
+                if self.active.contains_key(&other.stream()) {
+                    other.encode(&mut self.out);
+                }
+            }
         }
     }
 
@@ -251,7 +292,9 @@ impl Conn {
             }
             _ => {
                 // DATA for a stream we no longer track (cancelled or refused) is skipped quietly.
-                if self.open.remove(&stream).is_none() {
+                let known = self.open.remove(&stream).is_some();
+                let running = self.active.remove(&stream).map(Active::stop).is_some();
+                if !known && !running {
                     return Ok(());
                 }
             }
@@ -281,8 +324,8 @@ impl Conn {
     }
 
     fn abort_all(&mut self) {
-        for (_, handle) in self.active.drain() {
-            handle.abort();
+        for (_, active) in self.active.drain() {
+            active.stop();
         }
     }
 
@@ -297,6 +340,16 @@ impl Conn {
                 end_stream,
                 headers,
             } => {
+                if let Some(active) = self.active.get_mut(&stream) {
+                    // HEADERS on a running stream: the client half-closes its messages.
+                    if !end_stream || active.inbound.is_none() {
+                        return Err(Status::internal(format!(
+                            "HEADERS on running stream {stream} must half-close it"
+                        )));
+                    }
+                    active.inbound = None;
+                    return Ok(());
+                }
                 if stream % 2 == 0 || stream <= self.last_stream {
                     return Err(Status::internal(format!(
                         "stream id {stream} is not odd and increasing"
@@ -318,10 +371,21 @@ impl Conn {
                     );
                     return Ok(());
                 }
-                if end_stream {
-                    self.dispatch(stream, headers, Bytes::new()).await;
+                let route = match self.dispatch.resolve(&headers.method) {
+                    Ok(route) => route,
+                    Err(status) => {
+                        self.reply(stream, status);
+                        return Ok(());
+                    }
+                };
+                let kind = route.1;
+                if kind.client_streams() {
+                    self.dispatch_streaming(stream, headers, route, None, end_stream);
+                } else if end_stream {
+                    // No message follows: the request is the empty message.
+                    self.dispatch(stream, headers, route, Bytes::new()).await;
                 } else {
-                    self.open.insert(stream, headers);
+                    self.open.insert(stream, (headers, route));
                 }
             }
             Frame::Data {
@@ -329,29 +393,67 @@ impl Conn {
                 end_stream,
                 data,
             } => {
-                // DATA for a stream we no longer track (cancelled or refused) is ignored.
-                if let Some(headers) = self.open.remove(&stream) {
-                    if end_stream {
-                        self.dispatch(stream, headers, data).await;
-                    } else {
+                if let Some((headers, route)) = self.open.remove(&stream) {
+                    let kind = route.1;
+                    if !end_stream {
                         self.reply(
                             stream,
-                            Status::unimplemented("streaming requests are not supported yet"),
+                            Status::internal(
+                                "a unary or server-streaming request has exactly one message",
+                            ),
                         );
+                    } else if kind == MethodKind::Unary {
+                        self.dispatch(stream, headers, route, data).await;
+                    } else {
+                        self.dispatch_streaming(stream, headers, route, Some(data), true);
                     }
+                    return Ok(());
+                }
+                // DATA for a stream we no longer track (cancelled or refused) is ignored.
+                let Some(active) = self.active.get_mut(&stream) else {
+                    return Ok(());
+                };
+                let Some((tx, window)) = &mut active.inbound else {
+                    return Err(Status::internal(format!(
+                        "DATA on stream {stream} after the client half-closed it"
+                    )));
+                };
+                if !window.receive(data.len()) {
+                    let status = Status::resource_exhausted(
+                        "flow control: the client sent DATA without credit",
+                    );
+                    if let Some(active) = self.active.remove(&stream) {
+                        active.stop();
+                    }
+                    self.reply(stream, status);
+                    return Ok(());
+                }
+                // A handler that stopped reading drops its end; its messages are dropped too.
+                let _ = tx.send(Ok(StreamItem::Message(data)));
+                if end_stream {
+                    active.inbound = None;
+                }
+            }
+            Frame::WindowUpdate { stream, increment } => {
+                if let Some(Active {
+                    credit: Some(credit),
+                    ..
+                }) = self.active.get(&stream)
+                {
+                    credit.grant(increment);
                 }
             }
             Frame::Cancel { stream, .. } => {
                 self.open.remove(&stream);
-                if let Some(handle) = self.active.remove(&stream) {
-                    handle.abort();
+                if let Some(active) = self.active.remove(&stream) {
+                    active.stop();
                 }
             }
             Frame::Ping {
                 ack: false,
                 payload,
             } => frame::encode_ping(&mut self.out, true, payload),
-            Frame::Ping { ack: true, .. } | Frame::GoAway { .. } | Frame::WindowUpdate { .. } => {}
+            Frame::Ping { ack: true, .. } | Frame::GoAway { .. } => {}
             Frame::Status { .. } => {
                 return Err(Status::internal("clients must not send STATUS frames"));
             }
@@ -359,21 +461,54 @@ impl Conn {
         Ok(())
     }
 
-    async fn dispatch(&mut self, stream: u32, headers: Headers, body: Bytes) {
-        let route = match self.dispatch.resolve(&headers.method) {
-            Ok((_, kind)) if kind != MethodKind::Unary => {
-                let status = Status::unimplemented(
-                    "streaming methods are not served over the native protocol yet; use gRPC",
-                );
-                self.reply(stream, status);
-                return;
-            }
-            Ok(route) => route,
-            Err(status) => {
-                self.reply(stream, status);
-                return;
+    /// Starts a call whose client streams messages, or whose reply is a stream, on its own
+    /// task. `first` is the request message of a server-streaming call; a client stream gets
+    /// its messages as they arrive (`half_closed`: none will).
+    fn dispatch_streaming(
+        &mut self,
+        stream: u32,
+        headers: Headers,
+        route: Route,
+        first: Option<Bytes>,
+        half_closed: bool,
+    ) {
+        let deadline = headers.timeout.and_then(deadline::from_timeout);
+        let mut inbound = None;
+        let body = match first {
+            Some(message) => Body::Message(message),
+            None => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let grants = self.replies.downgrade();
+                let window = ReceiveWindow::new();
+                let messages = InboundStream::new(rx, stream, grants, window.clone());
+                if !half_closed {
+                    inbound = Some((tx, window));
+                }
+                Body::Stream(MessageStream::new(messages))
             }
         };
+        let request = Request::from_wire(route, headers.metadata, deadline, self.peer, body);
+        let credit = Arc::new(Credit::new());
+        let replies = self.replies.clone();
+        let mut svc = self.svc.clone();
+        let sender_credit = credit.clone();
+        let task = tokio::spawn(async move {
+            let future = begin(&mut svc, request).await;
+            let result = guarded(future, deadline).await;
+            let reply = send_reply(stream, result, &sender_credit, &replies, deadline).await;
+            let _ = replies.send(reply);
+        });
+        self.active.insert(
+            stream,
+            Active {
+                task: task.abort_handle(),
+                inbound,
+                credit: Some(credit),
+            },
+        );
+    }
+
+    async fn dispatch(&mut self, stream: u32, headers: Headers, route: Route, body: Bytes) {
         let deadline = headers.timeout.and_then(deadline::from_timeout);
         let request = Request::from_wire(
             route,
@@ -406,6 +541,77 @@ impl Conn {
             let result = guarded(future, deadline).await;
             let _ = replies.send(Outbound::Reply { stream, result });
         });
-        self.active.insert(stream, task.abort_handle());
+        self.active.insert(
+            stream,
+            Active {
+                task: task.abort_handle(),
+                inbound: None,
+                credit: None,
+            },
+        );
+    }
+}
+
+/// Sends a finished call's reply: a single message at once; a stream message by message as
+/// the client grants credit, then its trailers (all before the deadline). Returns the last
+/// item to queue (the reply or the STATUS).
+async fn send_reply(
+    stream: u32,
+    result: crate::call::CallResult,
+    credit: &Credit,
+    replies: &mpsc::UnboundedSender<Outbound>,
+    deadline: Option<std::time::Instant>,
+) -> Outbound {
+    let response = match result {
+        Ok(response) => response,
+        Err(status) => {
+            return Outbound::Status {
+                stream,
+                outcome: Err(status),
+            };
+        }
+    };
+    let (metadata, body, mut trailers) = response.into_wire_parts();
+    let mut messages = match body {
+        Body::Message(message) => {
+            let response = crate::Response::from_wire(metadata, Body::Message(message), trailers);
+            return Outbound::Reply {
+                stream,
+                result: Ok(response),
+            };
+        }
+        Body::Stream(messages) => messages,
+    };
+    if replies
+        .send(Outbound::Headers { stream, metadata })
+        .is_err()
+    {
+        return Outbound::Cancel {
+            stream,
+            code: Code::Cancelled,
+        };
+    }
+    let send_all = async {
+        use futures_util::StreamExt;
+        while let Some(item) = messages.next().await {
+            match item? {
+                StreamItem::Message(message) => {
+                    if !credit.acquire().await {
+                        return Err(Status::cancelled("the call was cancelled"));
+                    }
+                    credit.spend(message.len());
+                    if replies.send(Outbound::Data { stream, message }).is_err() {
+                        return Err(Status::cancelled("the connection closed"));
+                    }
+                }
+                StreamItem::Trailers(more) => trailers.extend(more),
+            }
+        }
+        Ok(())
+    };
+    let outcome = deadline::within(deadline, send_all).await;
+    Outbound::Status {
+        stream,
+        outcome: outcome.map(|()| trailers),
     }
 }

@@ -111,7 +111,10 @@ def main():
         file = db.FindFileContainingSymbol("calculator.v1.Calculator")
         expect(file.name == "calculator/v1/calculator.proto", "reflection serves calculator.proto")
         methods = [m.name for m in file.service[0].method]
-        expect(methods == ["Add", "Subtract", "Multiply", "Divide"], f"the descriptor has the methods: {methods}")
+        expect(
+            methods == ["Add", "Subtract", "Multiply", "Divide", "Count", "Sum", "RunningSum"],
+            f"the descriptor has the methods: {methods}",
+        )
 
     print("all grpcio checks passed", flush=True)
 

@@ -86,6 +86,64 @@ impl pb::calculator_server::Calculator for TonicCalculator {
         })
         .await
     }
+
+    type CountStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::Number, Status>> + Send + 'static>,
+    >;
+
+    async fn count(
+        &self,
+        r: Request<pb::CountRequest>,
+    ) -> Result<Response<Self::CountStream>, Status> {
+        let pb::CountRequest { from, to, delay_ms } = r.into_inner();
+        let delay = std::time::Duration::from_millis(delay_ms.clamp(0, 60_000) as u64);
+        let numbers = async_stream_count(from, to, delay);
+        Ok(Response::new(Box::pin(numbers)))
+    }
+
+    async fn sum(
+        &self,
+        r: Request<tonic::Streaming<pb::Number>>,
+    ) -> Result<Response<pb::CalculateResponse>, Status> {
+        let mut numbers = r.into_inner();
+        let mut total = 0.0;
+        while let Some(n) = numbers.message().await? {
+            total += n.value;
+        }
+        Ok(Response::new(pb::CalculateResponse { result: total }))
+    }
+
+    type RunningSumStream = Self::CountStream;
+
+    async fn running_sum(
+        &self,
+        r: Request<tonic::Streaming<pb::Number>>,
+    ) -> Result<Response<Self::RunningSumStream>, Status> {
+        use tokio_stream::StreamExt;
+        let mut total = 0.0;
+        let totals = r.into_inner().map(move |n| {
+            n.map(|n| {
+                total += n.value;
+                pb::Number { value: total }
+            })
+        });
+        Ok(Response::new(Box::pin(totals)))
+    }
+}
+
+/// `from..=to` as a stream, pausing `delay` between numbers.
+fn async_stream_count(
+    from: i64,
+    to: i64,
+    delay: std::time::Duration,
+) -> impl tokio_stream::Stream<Item = Result<pb::Number, Status>> + Send + 'static {
+    let numbers = tokio_stream::iter(from..=to);
+    tokio_stream::StreamExt::then(numbers, move |n| async move {
+        if !delay.is_zero() && n != from {
+            tokio::time::sleep(delay).await;
+        }
+        Ok(pb::Number { value: n as f64 })
+    })
 }
 
 /// Which reflection services the tonic server offers.
