@@ -73,6 +73,7 @@ impl Body {
                             ));
                         }
                         StreamItem::Trailers(more) => trailers.extend(more),
+                        StreamItem::Compress(_) => {}
                     }
                 }
                 let first = first.ok_or_else(|| {
@@ -106,6 +107,25 @@ pub enum StreamItem {
     Message(Bytes),
     /// Trailing metadata; the last item of a stream that ends well.
     Trailers(Metadata),
+    /// Whether the messages after this item are compressed on the wire (a reply stream's
+    /// per-message choice, as gRPC allows; protocols without per-message compression ignore
+    /// it).
+    Compress(Compress),
+}
+
+/// Whether a reply's messages are compressed on the wire, where the protocol and the caller
+/// allow it (gRPC, gRPC-Web and the Connect protocol, with gzip; the native protocol never
+/// compresses). Set it with [`Response::set_compress`](crate::Response::set_compress).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Compress {
+    /// The transport decides: gRPC compresses a reply when the request was compressed; the
+    /// Connect protocol when the reply is at least 1 KiB. Only if the caller accepts gzip.
+    #[default]
+    Auto,
+    /// Compress every message, if the caller accepts gzip.
+    Always,
+    /// Send every message uncompressed.
+    Never,
 }
 
 type Inner = Pin<Box<dyn Stream<Item = Result<StreamItem, Status>> + Send + 'static>>;
@@ -277,6 +297,7 @@ impl<T> Stream for Streaming<T> {
                     Some(existing) => existing.extend(metadata),
                     None => self.trailers = Some(metadata),
                 },
+                Some(Ok(StreamItem::Compress(_))) => {}
                 Some(Err(status)) => {
                     self.done = true;
                     return Poll::Ready(Some(Err(status)));

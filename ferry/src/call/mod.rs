@@ -9,7 +9,7 @@ mod method;
 mod request;
 mod status;
 
-pub use body::{Body, MessageStream, ResponseStream, StreamItem, Streaming};
+pub use body::{Body, Compress, MessageStream, ResponseStream, StreamItem, Streaming};
 pub use metadata::{Metadata, is_valid_key};
 pub use method::{MAX_METHOD_PATH_LEN, MethodKind, split_method_path};
 pub(crate) use method::{intern, join, unregistered};

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{Metadata, MethodKind};
+use super::{Compress, Metadata, MethodKind};
 
 /// A message plus everything that travels with it: metadata, a deadline, the method and the peer.
 ///
@@ -217,6 +217,7 @@ pub struct Response<T> {
     message: T,
     metadata: Metadata,
     trailers: Metadata,
+    compress: Compress,
 }
 
 impl<T> Response<T> {
@@ -226,6 +227,7 @@ impl<T> Response<T> {
             message,
             metadata: Metadata::new(),
             trailers: Metadata::new(),
+            compress: Compress::Auto,
         }
     }
 
@@ -235,7 +237,18 @@ impl<T> Response<T> {
             message,
             metadata,
             trailers: Metadata::new(),
+            compress: Compress::Auto,
         }
+    }
+
+    /// Whether the reply is compressed on the wire (default [`Compress::Auto`]).
+    pub fn compress(&self) -> Compress {
+        self.compress
+    }
+
+    /// Asks the transport to compress the reply, or not; see [`Compress`].
+    pub fn set_compress(&mut self, compress: Compress) {
+        self.compress = compress;
     }
 
     /// Trailing metadata, sent after the message: gRPC trailers, the native STATUS frame's
@@ -260,6 +273,7 @@ impl<T> Response<T> {
             message,
             metadata,
             trailers,
+            compress: Compress::Auto,
         }
     }
 
@@ -299,6 +313,7 @@ impl<T> Response<T> {
             message: f(self.message),
             metadata: self.metadata,
             trailers: self.trailers,
+            compress: self.compress,
         }
     }
 }

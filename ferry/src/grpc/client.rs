@@ -1,20 +1,16 @@
 //! The gRPC client side: one HTTP/2 connection to any gRPC server, multiplexing unary and
 //! streaming calls.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
-use http_body::Frame;
 use http_body_util::BodyExt;
 
 use super::codec::{
-    self, ACCEPT_ENCODING, Batches, CONTENT_TYPE, Encoding, MessageDecoder, http_status_to_grpc,
+    self, ACCEPT_ENCODING, CONTENT_TYPE, Encoding, MessageDecoder, http_status_to_grpc,
     split_messages, take_status,
 };
 use crate::call::{Body, CallResult, MessageStream, StreamItem, deadline};
-use crate::http::body::collect;
+use crate::http::body::{RequestBody, collect};
+use crate::http::envelope::{Batches, CompressPolicy};
 use crate::http::headers::{headers_to_metadata, metadata_to_headers};
 use crate::{Code, Request, Response, Status};
 
@@ -92,7 +88,7 @@ impl GrpcConnection {
                 RequestBody::Full(Some(codec::frame_message(&message, Encoding::Identity)))
             }
             Body::Stream(messages) => {
-                RequestBody::Stream(Batches::new(messages, Encoding::Identity))
+                RequestBody::Stream(Batches::new(messages, CompressPolicy::never()))
             }
         };
         let mut http_request = http::Request::new(body);
@@ -233,40 +229,4 @@ fn end_of_stream(
         return Err(status.with_metadata(metadata));
     }
     Ok(StreamItem::Trailers(metadata))
-}
-
-/// A request body: one framed message, or a stream framed as it is sent.
-pub(crate) enum RequestBody {
-    Full(Option<Bytes>),
-    Stream(Batches),
-}
-
-impl http_body::Body for RequestBody {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        match self.get_mut() {
-            RequestBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            // Requests carry no trailers in gRPC; a stream's are dropped.
-            RequestBody::Stream(batches) => batches
-                .poll_batch(cx)
-                .map(|batch| batch.map(|b| b.map(Frame::data))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self, RequestBody::Full(None))
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            RequestBody::Full(Some(data)) => http_body::SizeHint::with_exact(data.len() as u64),
-            RequestBody::Full(None) => http_body::SizeHint::with_exact(0),
-            RequestBody::Stream(_) => http_body::SizeHint::default(),
-        }
-    }
 }

@@ -2,19 +2,15 @@
 //! gzip), `grpc-timeout`, and the status in `grpc-status` / `grpc-message` /
 //! `grpc-status-details-bin`.
 
-use std::io::{Read, Write};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use flate2::Compression;
-use futures_util::StreamExt;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
-use crate::call::{MessageStream, StreamItem};
+use crate::http::envelope;
 use crate::http::headers::decode_base64;
-use crate::{Code, Metadata, Status};
+use crate::{Code, Status};
 
 /// The content type of gRPC requests and responses.
 pub(crate) const CONTENT_TYPE: &str = "application/grpc";
@@ -24,38 +20,10 @@ const MESSAGE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
 
 /// The encodings this implementation reads and writes, as advertised in
 /// `grpc-accept-encoding`.
-pub(crate) const ACCEPT_ENCODING: &str = "identity,gzip";
+pub(crate) const ACCEPT_ENCODING: &str = crate::http::compression::SUPPORTED;
 
-/// Whether message bodies are compressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Encoding {
-    Identity,
-    Gzip,
-}
-
-impl Encoding {
-    /// The encoding named by a `grpc-encoding` header (absent: identity).
-    pub(crate) fn from_header(value: Option<&HeaderValue>) -> Result<Encoding, Status> {
-        let Some(value) = value else {
-            return Ok(Encoding::Identity);
-        };
-        match value.as_bytes() {
-            b"identity" => Ok(Encoding::Identity),
-            b"gzip" => Ok(Encoding::Gzip),
-            other => Err(Status::unimplemented(format!(
-                "message encoding {:?} is not supported; this server reads {ACCEPT_ENCODING}",
-                String::from_utf8_lossy(other)
-            ))),
-        }
-    }
-
-    /// Whether a `grpc-accept-encoding` (or `accept-encoding`) list names gzip.
-    pub(crate) fn accepts_gzip(value: Option<&HeaderValue>) -> bool {
-        value
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|e| e.trim() == "gzip"))
-    }
-}
+/// How gRPC messages are compressed (`grpc-encoding`); shared with the other HTTP protocols.
+pub(crate) use crate::http::compression::Compression as Encoding;
 
 /// Formats a timeout for the `grpc-timeout` header (at most 8 digits, finest unit that fits).
 pub(crate) fn encode_timeout(timeout: Duration) -> String {
@@ -99,22 +67,10 @@ pub(crate) fn parse_timeout(value: &[u8]) -> Option<Duration> {
 
 /// Prefixes `message` with gRPC's 5-byte header into `out`, compressing it if asked.
 pub(crate) fn put_message(out: &mut BytesMut, message: &[u8], encoding: Encoding) {
-    let compressed = match encoding {
-        Encoding::Identity => None,
-        Encoding::Gzip => {
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), Compression::fast());
-            // Writing to a Vec cannot fail.
-            gz.write_all(message).and_then(|()| gz.finish()).ok()
-        }
-    };
-    let (flag, body) = match &compressed {
-        Some(data) => (1u8, data.as_slice()),
-        None => (0u8, message),
-    };
-    out.reserve(5 + body.len());
-    out.put_u8(flag);
-    out.put_u32(body.len() as u32);
-    out.put_slice(body);
+    match encoding {
+        Encoding::Identity => envelope::put(out, 0, message),
+        Encoding::Gzip => envelope::put(out, envelope::COMPRESSED, &encoding.compress(message)),
+    }
 }
 
 /// `message` with gRPC's 5-byte header, compressed if asked.
@@ -124,74 +80,10 @@ pub(crate) fn frame_message(message: &[u8], encoding: Encoding) -> Bytes {
     out.freeze()
 }
 
-/// Messages that are ready together are framed into one chunk of up to this many bytes, sent
-/// as one HTTP/2 DATA frame: fewer frames and writes, and no floods of tiny frames (HTTP/2
-/// peers such as h2 refuse a connection that sends too many small frames too fast).
-const BATCH: usize = 16 * 1024;
-
-/// A stream of messages as length-prefixed chunks, each holding every message that was ready
-/// (up to [`BATCH`] bytes). Trailers seen in the stream are collected in `trailers`.
-pub(crate) struct Batches {
-    messages: MessageStream,
-    encoding: Encoding,
-    /// What ended the stream while a batch was being gathered; reported next.
-    ended: Option<Option<Status>>,
-    /// Trailers the stream carried.
-    pub(crate) trailers: Metadata,
-}
-
-impl Batches {
-    pub(crate) fn new(messages: MessageStream, encoding: Encoding) -> Batches {
-        Batches {
-            messages,
-            encoding,
-            ended: None,
-            trailers: Metadata::new(),
-        }
-    }
-
-    /// The next chunk, the stream's error, or `None` at its end.
-    pub(crate) fn poll_batch(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Status>>> {
-        if let Some(end) = self.ended.take() {
-            return Poll::Ready(end.map(Err));
-        }
-        let mut out = BytesMut::new();
-        loop {
-            let polled = match self.messages.poll_next_unpin(cx) {
-                Poll::Pending if out.is_empty() => return Poll::Pending,
-                Poll::Pending => break,
-                Poll::Ready(item) => item,
-            };
-            match polled {
-                Some(Ok(StreamItem::Message(message))) => {
-                    put_message(&mut out, &message, self.encoding);
-                    if out.len() >= BATCH {
-                        break;
-                    }
-                }
-                Some(Ok(StreamItem::Trailers(more))) => self.trailers.extend(more),
-                Some(Err(status)) if out.is_empty() => return Poll::Ready(Some(Err(status))),
-                None if out.is_empty() => return Poll::Ready(None),
-                end => {
-                    self.ended = Some(end.and_then(Result::err));
-                    break;
-                }
-            }
-        }
-        Poll::Ready(Some(Ok(out.freeze())))
-    }
-}
-
-/// Reads length-prefixed messages out of a body that arrives in chunks of any size.
-///
-/// Chunks are appended to one growing buffer, so input costs time linear in its size however
-/// it is split (one byte per chunk included), and a message is handed out without a copy when
-/// it arrived in one chunk.
+/// Reads gRPC messages out of a body that arrives in chunks of any size (see
+/// [`envelope::Decoder`]), decompressing each.
 pub(crate) struct MessageDecoder {
-    buf: BytesMut,
+    envelopes: envelope::Decoder,
     encoding: Encoding,
     limit: usize,
 }
@@ -200,7 +92,7 @@ impl MessageDecoder {
     /// A decoder for messages of at most `limit` bytes (after decompression).
     pub(crate) fn new(encoding: Encoding, limit: usize) -> MessageDecoder {
         MessageDecoder {
-            buf: BytesMut::new(),
+            envelopes: envelope::Decoder::new(limit),
             encoding,
             limit,
         }
@@ -208,35 +100,22 @@ impl MessageDecoder {
 
     /// Adds a chunk of the body.
     pub(crate) fn push(&mut self, chunk: &[u8]) {
-        self.buf.extend_from_slice(chunk);
+        self.envelopes.push(chunk);
     }
 
     /// Whether no partial message is buffered.
     pub(crate) fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.envelopes.is_empty()
     }
 
     /// Takes the next whole message, or `None` until more input arrives.
     pub(crate) fn next(&mut self) -> Result<Option<Bytes>, Status> {
-        if self.buf.len() < 5 {
-            return Ok(None);
+        match self.envelopes.next()? {
+            None => Ok(None),
+            Some((flags, payload)) => {
+                decompress(flags, payload, self.encoding, self.limit).map(Some)
+            }
         }
-        let flag = self.buf[0];
-        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-        if len > self.limit {
-            return Err(Status::resource_exhausted(format!(
-                "message of {len} bytes is larger than the limit of {} bytes",
-                self.limit
-            )));
-        }
-        if self.buf.len() < 5 + len {
-            // Reserve once for the whole message rather than growing chunk by chunk.
-            self.buf.reserve(5 + len - self.buf.len());
-            return Ok(None);
-        }
-        self.buf.advance(5);
-        let payload = self.buf.split_to(len).freeze();
-        decompress(flag, payload, self.encoding, self.limit).map(Some)
     }
 }
 
@@ -246,51 +125,26 @@ pub(crate) fn split_messages(
     encoding: Encoding,
     limit: usize,
 ) -> Result<Vec<Bytes>, Status> {
-    let mut data = data;
+    let mut decoder = MessageDecoder::new(encoding, limit);
+    decoder.push(&data);
     let mut messages = Vec::new();
-    while data.has_remaining() {
-        if data.len() < 5 {
-            return Err(truncated());
-        }
-        let flag = data[0];
-        let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
-        if len > limit {
-            return Err(Status::resource_exhausted(format!(
-                "message of {len} bytes is larger than the limit of {limit} bytes"
-            )));
-        }
-        if data.len() < 5 + len {
-            return Err(truncated());
-        }
-        data.advance(5);
-        let payload = data.split_to(len);
-        messages.push(decompress(flag, payload, encoding, limit)?);
+    while let Some(message) = decoder.next()? {
+        messages.push(message);
+    }
+    if !decoder.is_empty() {
+        return Err(truncated());
     }
     Ok(messages)
 }
 
 /// The status of a body that ends inside a message.
-pub(crate) fn truncated() -> Status {
-    Status::internal("the body ended in the middle of a length-prefixed message")
-}
+pub(crate) use crate::http::envelope::truncated;
 
 fn decompress(flag: u8, payload: Bytes, encoding: Encoding, limit: usize) -> Result<Bytes, Status> {
     match (flag, encoding) {
         (0, _) => Ok(payload),
-        (1, Encoding::Gzip) => {
-            let mut out = Vec::new();
-            let read = flate2::read::GzDecoder::new(&payload[..])
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| Status::internal(format!("cannot gunzip a message: {e}")))?;
-            if read > limit {
-                return Err(Status::resource_exhausted(format!(
-                    "decompressed message is larger than the limit of {limit} bytes"
-                )));
-            }
-            Ok(Bytes::from(out))
-        }
-        (1, Encoding::Identity) => Err(Status::internal(
+        (envelope::COMPRESSED, Encoding::Gzip) => encoding.decompress(payload, limit),
+        (envelope::COMPRESSED, Encoding::Identity) => Err(Status::internal(
             "a compressed message arrived without a grpc-encoding",
         )),
         (flag, _) => Err(Status::internal(format!(

@@ -3,17 +3,18 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue};
 use http_body::Frame;
 
 use super::codec::{
-    self, ACCEPT_ENCODING, Batches, CONTENT_TYPE, Encoding, MessageDecoder, put_status,
-    split_messages,
+    self, ACCEPT_ENCODING, CONTENT_TYPE, Encoding, MessageDecoder, put_status, split_messages,
 };
 use crate::call::{Body, MessageStream, deadline};
 use crate::http::HttpContext;
 use crate::http::body::{ReplyBody, collect, reply_body, streaming_body};
+use crate::http::envelope::{Batches, CompressPolicy};
 use crate::http::headers::{headers_to_metadata, metadata_to_headers};
 use crate::{Metadata, Request, Status};
 
@@ -22,7 +23,8 @@ struct CallHeaders {
     metadata: Metadata,
     deadline: Option<Instant>,
     encoding: Encoding,
-    reply_encoding: Encoding,
+    /// What the caller accepts for compressed replies.
+    accepted: Encoding,
 }
 
 fn call_headers(headers: &HeaderMap) -> Result<CallHeaders, Status> {
@@ -36,14 +38,7 @@ fn call_headers(headers: &HeaderMap) -> Result<CallHeaders, Status> {
         ));
     }
     let encoding = Encoding::from_header(headers.get("grpc-encoding"))?;
-    // Answer compressed only when the caller compressed its request and accepts gzip.
-    let reply_encoding = if encoding == Encoding::Gzip
-        && Encoding::accepts_gzip(headers.get("grpc-accept-encoding"))
-    {
-        Encoding::Gzip
-    } else {
-        Encoding::Identity
-    };
+    let accepted = Encoding::negotiate(headers.get("grpc-accept-encoding"));
     let deadline = match headers.get("grpc-timeout") {
         None => None,
         Some(value) => {
@@ -57,7 +52,7 @@ fn call_headers(headers: &HeaderMap) -> Result<CallHeaders, Status> {
         metadata: headers_to_metadata(headers),
         deadline,
         encoding,
-        reply_encoding,
+        accepted,
     })
 }
 
@@ -132,14 +127,26 @@ pub(crate) async fn serve(
         Ok(response) => response,
         Err(status) => return trailers_only(&status),
     };
+    // By default a reply is compressed when the request was (and the caller accepts gzip).
+    let policy = CompressPolicy {
+        compress: response.compress(),
+        encoding: call.accepted,
+        auto_min: (call.encoding == Encoding::Gzip).then_some(0),
+    };
     let (metadata, body, trailers) = response.into_wire_parts();
-    let encoding = call.reply_encoding;
-    let mut reply = match body {
-        Body::Message(message) => http::Response::new(reply_body(
-            Some(codec::frame_message(&message, encoding)),
-            Some(ok_trailers(&trailers)),
-        )),
-        Body::Stream(stream) => http::Response::new(streaming_reply(stream, trailers, encoding)),
+    let (mut reply, compressed) = match body {
+        Body::Message(message) => {
+            let mut framed = BytesMut::new();
+            policy.put(&mut framed, &message);
+            let body = reply_body(Some(framed.freeze()), Some(ok_trailers(&trailers)));
+            (http::Response::new(body), policy.applies(message.len()))
+        }
+        Body::Stream(stream) => {
+            // Messages may be compressed one by one; each says whether it is.
+            let compressed = policy.encoding == Encoding::Gzip;
+            let body = streaming_reply(stream, trailers, policy);
+            (http::Response::new(body), compressed)
+        }
     };
     let headers = reply.headers_mut();
     metadata_to_headers(&metadata, headers);
@@ -147,7 +154,7 @@ pub(crate) async fn serve(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static(CONTENT_TYPE),
     );
-    if encoding == Encoding::Gzip {
+    if compressed {
         headers.insert("grpc-encoding", HeaderValue::from_static("gzip"));
     }
     headers.insert(
@@ -192,8 +199,8 @@ fn request_stream(body: hyper::body::Incoming, encoding: Encoding, limit: usize)
 }
 
 /// A streamed reply: the messages in batches as they come, then the trailers (or the error).
-fn streaming_reply(stream: MessageStream, trailers: Metadata, encoding: Encoding) -> ReplyBody {
-    let mut batches = Batches::new(stream, encoding);
+fn streaming_reply(stream: MessageStream, trailers: Metadata, policy: CompressPolicy) -> ReplyBody {
+    let mut batches = Batches::new(stream, policy);
     batches.trailers = trailers;
     let mut done = false;
     let frames = futures_util::stream::poll_fn(move |cx| {

@@ -85,3 +85,88 @@ where
     let data = first.unwrap_or_else(|| data.freeze());
     Ok(Collected { data, trailers })
 }
+
+/// The most of an unread request body drained before an early reply goes out.
+pub(crate) const MAX_DRAIN: usize = 64 * 1024;
+/// The longest an early reply waits for an unread request body to arrive.
+pub(crate) const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sends `response` for a request whose body the server did not read (a 404, 405, 415 or 400
+/// decided from the headers alone).
+///
+/// Over HTTP/1.1 an unread body is a problem: the client may still be writing it, and a server
+/// that closes the connection under it makes the client see a reset (`EPIPE`) instead of the
+/// answer, on that request or the next one it sends on the connection. So the body is drained
+/// first, up to [`MAX_DRAIN`] bytes within [`DRAIN_TIME`], and the connection is kept; a body
+/// larger or slower than that makes the reply say `Connection: close`, so the client knows the
+/// connection ends after it. HTTP/2 resets the stream cleanly and needs neither.
+pub(crate) async fn answer_early(
+    mut body: hyper::body::Incoming,
+    version: http::Version,
+    mut response: http::Response<ReplyBody>,
+) -> http::Response<ReplyBody> {
+    if version != http::Version::HTTP_11 && version != http::Version::HTTP_10 {
+        return response;
+    }
+    let drained = tokio::time::timeout(DRAIN_TIME, async {
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            if let Ok(data) = frame.into_data() {
+                seen += data.len();
+                if seen > MAX_DRAIN {
+                    return false;
+                }
+            }
+        }
+        true
+    })
+    .await
+    .unwrap_or(false);
+    if !drained {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+/// A request body a client sends: one message (already framed for its protocol), or a stream
+/// enveloped as it is sent.
+pub(crate) enum RequestBody {
+    Full(Option<Bytes>),
+    Stream(super::envelope::Batches),
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Status>>> {
+        match self.get_mut() {
+            RequestBody::Full(data) => {
+                std::task::Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
+            }
+            // Request streams carry no trailers; a stream's are dropped.
+            RequestBody::Stream(batches) => batches
+                .poll_batch(cx)
+                .map(|batch| batch.map(|b| b.map(Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, RequestBody::Full(None))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            RequestBody::Full(Some(data)) => http_body::SizeHint::with_exact(data.len() as u64),
+            RequestBody::Full(None) => http_body::SizeHint::with_exact(0),
+            RequestBody::Stream(_) => http_body::SizeHint::default(),
+        }
+    }
+}

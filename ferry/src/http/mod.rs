@@ -2,6 +2,9 @@
 //! ([`crate::grpc`]) and the Connect protocol with REST routes ([`crate::connect`]).
 
 pub(crate) mod body;
+pub(crate) mod compression;
+pub(crate) mod cors;
+pub(crate) mod envelope;
 pub(crate) mod headers;
 
 use std::convert::Infallible;
@@ -25,6 +28,8 @@ pub(crate) struct HttpContext {
     pub max_message_size: usize,
     /// Concurrent HTTP/2 streams allowed per connection.
     pub max_concurrent_streams: u32,
+    /// Which origins browsers may call from.
+    pub cors: cors::Cors,
 }
 
 /// Serves one HTTP/1.1 or HTTP/2 connection until it closes or the server shuts down.
@@ -61,15 +66,21 @@ pub(crate) async fn serve_connection(
     }
 }
 
-/// Sends a request to the protocol its content type names.
+/// Sends a request to the protocol its content type names; answers CORS preflights.
 async fn route(
     ctx: &HttpContext,
     peer: Option<SocketAddr>,
     request: http::Request<hyper::body::Incoming>,
 ) -> http::Response<ReplyBody> {
-    if crate::grpc::is_grpc(&request) {
+    if let Some(preflight) = ctx.cors.preflight(request.method(), request.headers()) {
+        return preflight;
+    }
+    let origin = request.headers().get(http::header::ORIGIN).cloned();
+    let mut response = if crate::grpc::is_grpc(&request) {
         crate::grpc::server::serve(ctx, peer, request).await
     } else {
         crate::connect::serve(ctx, peer, request).await
-    }
+    };
+    ctx.cors.decorate(origin.as_ref(), &mut response);
+    response
 }

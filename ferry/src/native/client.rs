@@ -326,7 +326,8 @@ async fn send_requests(
     while let Some(item) = requests.next().await {
         let message = match item {
             Ok(StreamItem::Message(message)) => message,
-            Ok(StreamItem::Trailers(_)) => continue,
+            // The native protocol neither compresses nor sends request trailers.
+            Ok(StreamItem::Trailers(_) | StreamItem::Compress(_)) => continue,
             Err(status) => {
                 if let Some(shared) = shared.upgrade()
                     && let Some(call) = shared.pending().remove(&stream)

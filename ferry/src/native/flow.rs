@@ -176,6 +176,7 @@ impl Stream for InboundStream {
                 let len = message.len();
                 self.consumed(len);
             }
+            Some(Ok(StreamItem::Compress(_))) => {}
             Some(Ok(StreamItem::Trailers(_)) | Err(_)) | None => {
                 // The stream has ended (or is ending): nothing to cancel any more.
                 self.on_drop = None;

@@ -605,6 +605,8 @@ async fn send_reply(
                     }
                 }
                 StreamItem::Trailers(more) => trailers.extend(more),
+                // The native protocol does not compress.
+                StreamItem::Compress(_) => {}
             }
         }
         Ok(())

@@ -36,6 +36,8 @@ pub use dispatch::{SERVER_TIMING_KEY, TIMING_REQUEST_KEY};
 pub use router::{Router, ServiceHandler};
 pub(crate) use shutdown::Shutdown;
 
+pub use crate::http::cors::Cors;
+
 type LayerFn = Arc<dyn Fn(BoxService) -> BoxService + Send + Sync>;
 
 /// Serves registered services on one listening socket.
@@ -58,6 +60,8 @@ pub struct Server {
     reflection: bool,
     registries: Vec<Arc<dyn Registry>>,
     advertise: Option<SocketAddr>,
+    cors: crate::http::cors::Cors,
+    reject_unknown_json: bool,
 }
 
 impl Default for Server {
@@ -74,6 +78,8 @@ impl Default for Server {
             reflection: true,
             registries: Vec::new(),
             advertise: None,
+            cors: crate::http::cors::Cors::default(),
+            reject_unknown_json: false,
         }
     }
 }
@@ -142,6 +148,20 @@ impl Server {
     /// `ferry list` or grpcurl discover the services.
     pub fn reflection(mut self, enable: bool) -> Server {
         self.reflection = enable;
+        self
+    }
+
+    /// Which origins browsers may call from (default: any origin, without credentials).
+    pub fn cors(mut self, cors: Cors) -> Server {
+        self.cors = cors;
+        self
+    }
+
+    /// Whether JSON requests naming fields the schema does not have are refused with
+    /// `INVALID_ARGUMENT` (default: no — they are ignored, so a client built from a newer
+    /// schema keeps working).
+    pub fn reject_unknown_json_fields(mut self, reject: bool) -> Server {
+        self.reject_unknown_json = reject;
         self
     }
 
@@ -272,7 +292,7 @@ impl Server {
         )
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         let descriptors = Arc::new(descriptors);
-        let json = JsonGateway::new(&descriptors.pool, &user_services);
+        let json = JsonGateway::new(&descriptors.pool, &user_services, self.reject_unknown_json);
         if self.reflection {
             use crate::services::reflection::{pb, pb_v1alpha};
             let mut listed: Vec<String> = user_services.iter().map(|n| (*n).to_owned()).collect();
@@ -289,6 +309,7 @@ impl Server {
             max_message_size: self.conn.limits.max_frame_size,
             max_concurrent_streams: u32::try_from(self.conn.max_concurrent_streams)
                 .unwrap_or(u32::MAX),
+            cors: self.cors.clone(),
         }))
     }
 
