@@ -7,7 +7,7 @@ use prost_reflect::MethodDescriptor;
 use serde::Serialize;
 
 use crate::bench::{LoadSettings, Measured};
-use crate::target::{Protocol, Target};
+use crate::target::Target;
 
 /// Most points the latency-over-time chart shows; adjacent slots are merged beyond it.
 const MAX_POINTS: usize = 200;
@@ -19,8 +19,8 @@ const HISTOGRAM_BINS: usize = 40;
 pub struct Report {
     /// The target URL.
     pub target: String,
-    /// The protocol used.
-    pub protocol: Protocol,
+    /// The protocol used: `native`, `grpc` or `connect`.
+    pub protocol: &'static str,
     /// `package.Service/Method`.
     pub method: String,
     /// `closed` (fixed concurrency) or `open` (fixed rate).
@@ -141,7 +141,7 @@ impl Report {
         let duration = measured.elapsed.as_secs_f64().max(1e-9);
         Report {
             target: target.url(),
-            protocol: target.protocol,
+            protocol: target.protocol_name(),
             method: format!("{}/{}", method.parent_service().full_name(), method.name()),
             mode: load.mode,
             concurrency: load.concurrency,
