@@ -54,7 +54,7 @@ Examples:
   echo '{\"a\": 1}' | ferry call http://127.0.0.1:8000 calculator.v1.Calculator.Add
   ferry call grpc://127.0.0.1:8000 calculator.v1.Calculator/Add '{\"a\": 1}' \\
       --proto proto/calculator/v1/calculator.proto -I proto -H authorization:token
-  ferry call grpc://127.0.0.1:8000 grpc.health.v1.Health/Watch --timeout 10s --compact
+  ferry call grpc://127.0.0.1:8000 grpc.health.v1.Health/Watch --compact   # until Ctrl-C
   printf '{\"listServices\": \"\"}\\n{\"fileByFilename\": \"grpc/health/v1/health.proto\"}\\n' |
       ferry call grpc://127.0.0.1:8000 grpc.reflection.v1.ServerReflection/ServerReflectionInfo
 
