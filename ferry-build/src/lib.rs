@@ -17,6 +17,10 @@
 //! ```
 //!
 //! Then include the generated package with `ferry::include_proto!("calculator.v1")`.
+//!
+//! Tools that read `.proto` files at run time instead of generating code (the `ferry` CLI)
+//! call [`compile_descriptor_set`]: the same compiler and bundled imports, an encoded
+//! `FileDescriptorSet` out.
 
 #![warn(missing_docs)]
 
@@ -30,6 +34,63 @@ pub fn compile_protos(
     includes: &[impl AsRef<Path>],
 ) -> Result<(), Error> {
     configure().compile(protos, includes)
+}
+
+/// Compiles `protos` (searching `includes` for them and their imports) into an encoded
+/// `FileDescriptorSet`, without generating code: what tools that read `.proto` files at run
+/// time (the `ferry` CLI's `--proto`) load into a descriptor pool.
+///
+/// The set holds every file the protos import too, with source info (comments), and keeps
+/// custom options such as `google.api.http` byte for byte. As in a build,
+/// `google/api/annotations.proto` and `google/api/http.proto` are importable without vendoring
+/// them, and so are the `google/protobuf/*` well-known types. It is the set [`Builder::compile`]
+/// writes to [`DESCRIPTOR_FILE`].
+///
+/// ```no_run
+/// let encoded = ferry_build::compile_descriptor_set(
+///     &["proto/calculator/v1/calculator.proto"],
+///     &["proto"],
+/// )?;
+/// # Ok::<(), ferry_build::Error>(())
+/// ```
+pub fn compile_descriptor_set(
+    protos: &[impl AsRef<Path>],
+    includes: &[impl AsRef<Path>],
+) -> Result<Vec<u8>, Error> {
+    Ok(compile(protos, includes)?.encode_file_descriptor_set())
+}
+
+/// Compiles `protos` with protox: `includes` first, then the bundled protos, then the
+/// well-known types.
+fn compile(
+    protos: &[impl AsRef<Path>],
+    includes: &[impl AsRef<Path>],
+) -> Result<protox::Compiler, Error> {
+    use protox::file::{ChainFileResolver, GoogleFileResolver, IncludeFileResolver};
+    let mut resolver = ChainFileResolver::new();
+    for include in includes {
+        resolver.add(IncludeFileResolver::new(include.as_ref().to_owned()));
+    }
+    resolver.add(BundledProtos);
+    resolver.add(GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    compiler.include_imports(true).include_source_info(true);
+    compiler
+        .open_files(protos)
+        .map_err(|e| Error(format!("{e:?}")))?;
+    Ok(compiler)
+}
+
+/// Serves [`BUNDLED_PROTOS`] from memory.
+struct BundledProtos;
+
+impl protox::file::FileResolver for BundledProtos {
+    fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+        match BUNDLED_PROTOS.iter().find(|(file, _)| *file == name) {
+            Some((file, text)) => protox::file::File::from_source(file, text),
+            None => Err(protox::Error::file_not_found(name)),
+        }
+    }
 }
 
 /// Starts a configurable build.
@@ -61,7 +122,7 @@ pub struct Builder {
     build_client: bool,
 }
 
-/// Protos every build can import without vendoring them.
+/// Protos every build (and [`compile_descriptor_set`]) can import without vendoring them.
 const BUNDLED_PROTOS: [(&str, &str); 2] = [
     (
         "google/api/annotations.proto",
@@ -112,24 +173,7 @@ impl Builder {
         for include in includes {
             println!("cargo:rerun-if-changed={}", include.as_ref().display());
         }
-        // `google/api/annotations.proto` (REST routes) is always importable.
-        let bundled = out_dir.join("ferry-include");
-        for (name, text) in BUNDLED_PROTOS {
-            let path = bundled.join(name);
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| Error(format!("cannot create {}: {e}", dir.display())))?;
-            }
-            std::fs::write(&path, text)
-                .map_err(|e| Error(format!("cannot write {}: {e}", path.display())))?;
-        }
-        let mut search: Vec<PathBuf> = includes.iter().map(|i| i.as_ref().to_owned()).collect();
-        search.push(bundled);
-        let mut compiler = protox::Compiler::new(&search).map_err(|e| Error(format!("{e:?}")))?;
-        compiler.include_imports(true).include_source_info(true);
-        compiler
-            .open_files(protos)
-            .map_err(|e| Error(format!("{e:?}")))?;
+        let compiler = compile(protos, includes)?;
         let fds = compiler.file_descriptor_set();
         // The encoded set keeps custom options (such as `google.api.http`), which the typed
         // `prost_types` set cannot hold.
@@ -153,5 +197,88 @@ impl Builder {
             .service_generator(Box::new(generator))
             .compile_fds(to_generate)
             .map_err(|e| Error(format!("code generation failed: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn scratch(name: &str, files: &[(&str, &str)]) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("ferry-build-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (path, text) in files {
+            let path = dir.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        Scratch(dir)
+    }
+
+    #[test]
+    fn descriptor_sets_import_the_bundled_protos_and_keep_custom_options() {
+        let dir = scratch(
+            "bundled",
+            &[(
+                "demo/v1/demo.proto",
+                r#"syntax = "proto3";
+package demo.v1;
+import "google/api/annotations.proto";
+import "google/protobuf/empty.proto";
+// Says hello.
+service Demo {
+  rpc Hello(google.protobuf.Empty) returns (google.protobuf.Empty) {
+    option (google.api.http) = { get: "/v1/hello-route" };
+  }
+}
+"#,
+            )],
+        );
+        let encoded =
+            compile_descriptor_set(&[dir.0.join("demo/v1/demo.proto")], &[&dir.0]).unwrap();
+        let set = <prost_types::FileDescriptorSet as prost::Message>::decode(&encoded[..]).unwrap();
+        let names: Vec<&str> = set.file.iter().map(|f| f.name()).collect();
+        for name in [
+            "demo/v1/demo.proto",
+            "google/api/annotations.proto",
+            "google/api/http.proto",
+            "google/protobuf/empty.proto",
+        ] {
+            assert!(names.contains(&name), "{name} in {names:?}");
+        }
+        // The typed set drops the `google.api.http` extension; the encoded one keeps it.
+        let route = b"/v1/hello-route";
+        assert!(encoded.windows(route.len()).any(|w| w == route));
+        let demo = set
+            .file
+            .iter()
+            .find(|f| f.name() == "demo/v1/demo.proto")
+            .unwrap();
+        assert!(demo.source_code_info.is_some(), "comments are kept");
+    }
+
+    #[test]
+    fn compile_errors_name_the_file() {
+        let dir = scratch(
+            "broken",
+            &[(
+                "broken.proto",
+                "syntax = \"proto3\";\nimport \"nowhere.proto\";\n",
+            )],
+        );
+        let error = compile_descriptor_set(&[dir.0.join("broken.proto")], &[&dir.0]).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("nowhere.proto"), "{text}");
+        let missing = compile_descriptor_set(&[dir.0.join("absent.proto")], &[&dir.0]);
+        assert!(missing.is_err());
     }
 }

@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Args;
-use ferry::{Code, Metadata};
+use ferry::call::Body;
+use ferry::client::Protocol;
+use ferry::{Channel, Code, Metadata, Request, Response, Status};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::{CliResult, Failure};
 use crate::report::{self, Report};
-use crate::target::{Protocol, Target, Transport, parse_duration};
+use crate::target::{Target, parse_duration};
 use crate::{ConnArgs, ProtoArgs, codec, method_path};
 
 /// Calls in flight at most in open-loop mode; beyond it sends wait (and count as late).
@@ -36,8 +38,8 @@ pub struct BenchArgs {
     /// Closed loop: callers in flight at once
     #[arg(short, long, default_value_t = 16)]
     concurrency: usize,
-    /// Connections the callers share [default: 1; http://: one per caller, as HTTP/1.1
-    /// carries one call at a time per connection]
+    /// Channels (connections) the callers share [default: 1; http://: one per caller, as an
+    /// HTTP/1.1 connection carries one call at a time]
     #[arg(long)]
     connections: Option<usize>,
     /// Open loop: calls per second on a fixed schedule (instead of --concurrency)
@@ -76,38 +78,44 @@ enum Stop {
 
 /// Everything a call needs, shared by all callers.
 struct Load {
-    transport: Transport,
-    path: String,
+    /// One channel per `--connections`; caller `i` calls over channel `i % len`.
+    channels: Vec<Channel>,
+    path: &'static str,
     metadata: Metadata,
     timeout: Option<Duration>,
     body: Bytes,
-    connections: usize,
 }
 
 /// One call's outcome: server processing time if reported, or the error code.
 type Outcome = Result<Option<Duration>, Code>;
 
 impl Load {
-    /// One call on connection `slot` (modulo the number of connections).
+    /// One call over channel `slot` (modulo the number of channels).
     async fn call(&self, slot: u64) -> Outcome {
-        let conn = (slot % self.connections as u64) as usize;
-        let result = self
-            .transport
-            .call(
-                conn,
-                &self.path,
-                &self.metadata,
-                self.timeout,
-                self.body.clone(),
-            )
-            .await;
-        match result {
-            Ok((metadata, _)) => Ok(metadata
-                .get(ferry::server::SERVER_TIMING_KEY)
-                .and_then(parse_server_timing)),
-            Err(status) => Err(status.code()),
+        let channel = &self.channels[(slot % self.channels.len() as u64) as usize];
+        let mut request = Request::new(Body::Message(self.body.clone()));
+        request.set_method(self.path);
+        *request.metadata_mut() = self.metadata.clone();
+        if let Some(timeout) = self.timeout {
+            request.set_timeout(timeout);
         }
+        let result = async {
+            let response = channel.call(request).await?;
+            let timing = server_timing(&response);
+            response.into_inner().into_message().await?;
+            Ok::<_, Status>(timing)
+        };
+        result.await.map_err(|status| status.code())
     }
+}
+
+/// The server's processing time, from `server-timing` in the reply's metadata or trailers.
+fn server_timing<T>(response: &Response<T>) -> Option<Duration> {
+    response
+        .metadata()
+        .get(ferry::server::SERVER_TIMING_KEY)
+        .or_else(|| response.trailers().get(ferry::server::SERVER_TIMING_KEY))
+        .and_then(parse_server_timing)
 }
 
 /// The `app` entry of a Server-Timing header (`app;dur=0.042`, milliseconds).
@@ -312,23 +320,23 @@ pub async fn run(args: BenchArgs) -> CliResult {
             method.full_name()
         )));
     }
-    let text = crate::request_json(args.json.clone())?;
+    let text = crate::call::request_json(args.json.clone())?;
     let request = codec::parse_json(&method.input(), &text)?;
     let connections = args.connections.unwrap_or(match target.protocol {
-        Protocol::Http => args.concurrency,
+        Protocol::Connect => args.concurrency,
         Protocol::Native | Protocol::Grpc => 1,
     });
-    let transport = target
-        .connect(connections, args.conn.connect_timeout)
-        .await?;
-    let body = codec::encode_request(&request, transport.is_json())?;
+    let mut channels = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        channels.push(target.channel(args.conn.connect_timeout).await?);
+    }
     let load = Arc::new(Load {
-        transport,
-        path: method_path(&method),
+        channels,
+        // One path for the whole run, so no call allocates one.
+        path: Box::leak(method_path(&method).into_boxed_str()),
         metadata,
         timeout: Some(args.conn.timeout.unwrap_or(Duration::from_secs(30))),
-        body,
-        connections,
+        body: codec::encode(&request),
     });
     let stop = match (args.duration, args.requests) {
         (_, Some(n)) => Stop::Count(n),

@@ -1,103 +1,21 @@
-//! Where message types come from: gRPC server reflection, or `.proto` files compiled in-process
-//! with protox.
+//! Where message types come from: gRPC server reflection (through the runtime's generated
+//! reflection client), or `.proto` files compiled in-process by `ferry-build`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use ferry::services::reflection::{RawFileSet, pb, pb_v1alpha};
 use ferry::{Channel, Code, Metadata, Request, Status};
 use prost::Message;
 use prost_reflect::{DescriptorPool, MethodDescriptor};
 
 use crate::error::{CliResult, Failure};
 
-/// The reflection protocol's messages (the subset the CLI uses; v1 and v1alpha share them).
-mod pb {
-    #![allow(clippy::enum_variant_names)]
-    use bytes::Bytes;
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ServerReflectionRequest {
-        #[prost(string, tag = "1")]
-        pub host: String,
-        #[prost(oneof = "MessageRequest", tags = "3, 4, 7")]
-        pub message_request: Option<MessageRequest>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum MessageRequest {
-        #[prost(string, tag = "3")]
-        FileByFilename(String),
-        #[prost(string, tag = "4")]
-        FileContainingSymbol(String),
-        #[prost(string, tag = "7")]
-        ListServices(String),
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ServerReflectionResponse {
-        #[prost(string, tag = "1")]
-        pub valid_host: String,
-        #[prost(oneof = "MessageResponse", tags = "4, 6, 7")]
-        pub message_response: Option<MessageResponse>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum MessageResponse {
-        #[prost(message, tag = "4")]
-        FileDescriptorResponse(FileDescriptorResponse),
-        #[prost(message, tag = "6")]
-        ListServicesResponse(ListServiceResponse),
-        #[prost(message, tag = "7")]
-        ErrorResponse(ErrorResponse),
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct FileDescriptorResponse {
-        #[prost(bytes = "bytes", repeated, tag = "1")]
-        pub file_descriptor_proto: Vec<Bytes>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ListServiceResponse {
-        #[prost(message, repeated, tag = "1")]
-        pub service: Vec<ServiceResponse>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ServiceResponse {
-        #[prost(string, tag = "1")]
-        pub name: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ErrorResponse {
-        #[prost(int32, tag = "1")]
-        pub error_code: i32,
-        #[prost(string, tag = "2")]
-        pub error_message: String,
-    }
-}
-
-/// A `FileDescriptorSet` whose files stay encoded, so custom options survive.
-#[derive(Clone, PartialEq, Message)]
-struct RawFileSet {
-    #[prost(bytes = "bytes", repeated, tag = "1")]
-    file: Vec<Bytes>,
-}
-
-/// `google/api/*.proto`, importable by `--proto` files without vendoring them.
-const BUNDLED_PROTOS: [(&str, &str); 2] = [
-    (
-        "google/api/annotations.proto",
-        include_str!("../../ferry-build/proto/google/api/annotations.proto"),
-    ),
-    (
-        "google/api/http.proto",
-        include_str!("../../ferry-build/proto/google/api/http.proto"),
-    ),
-];
+use pb::server_reflection_request::MessageRequest;
+use pb::server_reflection_response::MessageResponse;
 
 /// Descriptors for a command: from `.proto` files or from the server.
 pub enum Source {
@@ -136,6 +54,14 @@ impl Source {
         }
     }
 
+    /// The gRPC channel reflection runs over, if descriptors come from the server.
+    pub fn reflection_channel(&self) -> Option<&Channel> {
+        match self {
+            Source::Files(_) => None,
+            Source::Reflection(reflector) => Some(&reflector.channel),
+        }
+    }
+
     /// Every service's full name, sorted.
     pub async fn services(&self) -> CliResult<Vec<String>> {
         match self {
@@ -150,21 +76,9 @@ impl Source {
     }
 }
 
-/// Serves the bundled `google/api` protos from memory.
-struct BundledProtos;
-
-impl protox::file::FileResolver for BundledProtos {
-    fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
-        match BUNDLED_PROTOS.iter().find(|(file, _)| *file == name) {
-            Some((file, text)) => protox::file::File::from_source(file, text),
-            None => Err(protox::Error::file_not_found(name)),
-        }
-    }
-}
-
-/// Compiles `.proto` files with protox; `google/api/annotations.proto` is always importable.
+/// Compiles `.proto` files with `ferry-build` (so `google/api/annotations.proto` is always
+/// importable); without `-I`, each file's own directory is an import root.
 pub fn compile_protos(protos: &[PathBuf], includes: &[PathBuf]) -> CliResult<DescriptorPool> {
-    use protox::file::{ChainFileResolver, GoogleFileResolver, IncludeFileResolver};
     if let Some(missing) = protos.iter().find(|p| !p.is_file()) {
         return Err(Failure::usage(format!(
             "--proto {}: no such file",
@@ -173,7 +87,6 @@ pub fn compile_protos(protos: &[PathBuf], includes: &[PathBuf]) -> CliResult<Des
     }
     let mut search: Vec<PathBuf> = includes.to_vec();
     if search.is_empty() {
-        // Without -I, each file's own directory is the import root.
         for proto in protos {
             let dir = proto.parent().map(PathBuf::from).unwrap_or_default();
             let dir = if dir.as_os_str().is_empty() {
@@ -186,94 +99,122 @@ pub fn compile_protos(protos: &[PathBuf], includes: &[PathBuf]) -> CliResult<Des
             }
         }
     }
-    let mut resolver = ChainFileResolver::new();
-    for dir in search {
-        resolver.add(IncludeFileResolver::new(dir));
-    }
-    resolver.add(GoogleFileResolver::new());
-    resolver.add(BundledProtos);
-    let mut compiler = protox::Compiler::with_file_resolver(resolver);
-    compiler.include_imports(true).include_source_info(true);
-    compiler
-        .open_files(protos)
+    let encoded = ferry_build::compile_descriptor_set(protos, &search)
         .map_err(|e| Failure::usage(format!("cannot compile the protos: {e}")))?;
-    let encoded = compiler.encode_file_descriptor_set();
     DescriptorPool::decode(encoded.as_slice())
         .map_err(|e| Failure::usage(format!("inconsistent descriptors: {e}")))
 }
 
-/// A gRPC server reflection client (v1, falling back to v1alpha).
+/// A server reflection client: the runtime's generated `grpc.reflection.v1` client, falling
+/// back to `v1alpha` (the same protocol under its older name) when the server does not
+/// implement v1.
 pub struct Reflector {
     channel: Channel,
     metadata: Metadata,
     timeout: Duration,
-    version: std::sync::Mutex<&'static str>,
+    /// Set once the server answered v1 with `UNIMPLEMENTED`.
+    v1alpha: AtomicBool,
 }
 
 impl Reflector {
-    /// A client over a gRPC channel; `metadata` goes with every request.
+    /// A client over `channel` (gRPC); `metadata` goes with every request.
     pub fn new(channel: Channel, metadata: Metadata, timeout: Duration) -> Reflector {
         Reflector {
             channel,
             metadata,
             timeout,
-            version: std::sync::Mutex::new("v1"),
+            v1alpha: AtomicBool::new(false),
         }
     }
 
-    /// One request, one response (the stream is half-closed after the request).
-    async fn ask(&self, message_request: pb::MessageRequest) -> CliResult<pb::MessageResponse> {
-        let message = pb::ServerReflectionRequest {
+    /// Asks one question: a reflection stream carrying one request, read for one response.
+    async fn ask(&self, question: MessageRequest) -> CliResult<MessageResponse> {
+        let request = pb::ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(message_request),
+            message_request: Some(question),
         };
-        let encoded = Bytes::from(message.encode_to_vec());
-        let current = *self.version.lock().unwrap_or_else(|e| e.into_inner());
-        let mut versions = vec![current];
-        if current == "v1" {
-            versions.push("v1alpha");
-        }
-        let mut last = Status::unimplemented("the server does not serve reflection");
-        for version in versions {
-            let mut request = Request::new(ferry::call::Body::Message(encoded.clone()));
-            request.set_method(format!(
-                "/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo"
-            ));
-            *request.metadata_mut() = self.metadata.clone();
-            request.set_timeout(self.timeout);
-            match self.channel.call(request).await {
-                Ok(response) => {
-                    *self.version.lock().unwrap_or_else(|e| e.into_inner()) = version;
-                    let bytes = response.into_inner().into_message().await?;
-                    let reply = pb::ServerReflectionResponse::decode(bytes).map_err(|e| {
-                        Failure::from(Status::internal(format!(
-                            "undecodable reflection response: {e}"
-                        )))
-                    })?;
-                    return reply.message_response.ok_or_else(|| {
-                        Failure::from(Status::internal("empty reflection response"))
-                    });
+        let outcome = if self.v1alpha.load(Ordering::Relaxed) {
+            self.ask_v1alpha(request).await
+        } else {
+            match self.ask_v1(request.clone()).await {
+                Err(status) if status.code() == Code::Unimplemented => {
+                    let outcome = self.ask_v1alpha(request).await;
+                    if outcome.is_ok() {
+                        self.v1alpha.store(true, Ordering::Relaxed);
+                    }
+                    outcome
                 }
-                Err(status) if status.code() == Code::Unimplemented => last = status,
-                Err(status) => return Err(status.into()),
+                outcome => outcome,
             }
+        };
+        match outcome {
+            Ok(response) => response
+                .message_response
+                .ok_or_else(|| Failure::from(Status::internal("empty reflection response"))),
+            Err(status) if status.code() == Code::Unimplemented => Err(Failure::from(Status::new(
+                status.code(),
+                format!(
+                    "server reflection is not available ({}); pass --proto FILE -I DIR \
+                         instead",
+                    status.message()
+                ),
+            ))),
+            Err(status) => Err(status.into()),
         }
-        Err(Failure::from(Status::new(
-            last.code(),
-            format!(
-                "server reflection is not available ({}); pass --proto FILE -I DIR instead",
-                last.message()
-            ),
-        )))
+    }
+
+    /// The request stream: `message`, with the command's metadata and reflection deadline.
+    fn request<T: Send + 'static>(
+        &self,
+        message: T,
+    ) -> Request<futures_util::stream::Iter<std::iter::Once<T>>> {
+        let mut request = Request::new(futures_util::stream::iter(std::iter::once(message)));
+        *request.metadata_mut() = self.metadata.clone();
+        request.set_timeout(self.timeout);
+        request
+    }
+
+    async fn ask_v1(
+        &self,
+        request: pb::ServerReflectionRequest,
+    ) -> Result<pb::ServerReflectionResponse, Status> {
+        let client = pb::ServerReflectionClient::new(self.channel.clone());
+        let mut replies = client
+            .server_reflection_info(self.request(request))
+            .await?
+            .into_inner();
+        replies
+            .message()
+            .await?
+            .ok_or_else(|| Status::internal("the reflection stream ended without an answer"))
+    }
+
+    /// v1alpha's messages are v1's under another package, identical on the wire: the request
+    /// and answer are re-read as each other's type.
+    async fn ask_v1alpha(
+        &self,
+        request: pb::ServerReflectionRequest,
+    ) -> Result<pb::ServerReflectionResponse, Status> {
+        let request: pb_v1alpha::ServerReflectionRequest = transcode(&request)?;
+        let client = pb_v1alpha::ServerReflectionClient::new(self.channel.clone());
+        let mut replies = client
+            .server_reflection_info(self.request(request))
+            .await?
+            .into_inner();
+        let answer = replies
+            .message()
+            .await?
+            .ok_or_else(|| Status::internal("the reflection stream ended without an answer"))?;
+        transcode(&answer)
     }
 
     /// The services the server lists.
     pub async fn list_services(&self) -> CliResult<Vec<String>> {
         match self
-            .ask(pb::MessageRequest::ListServices(String::new()))
+            .ask(MessageRequest::ListServices(String::new()))
             .await?
         {
-            pb::MessageResponse::ListServicesResponse(list) => {
+            MessageResponse::ListServicesResponse(list) => {
                 let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
                 names.sort();
                 Ok(names)
@@ -289,11 +230,11 @@ impl Reflector {
         let mut lookup = symbol.trim_start_matches('.').to_owned();
         let first = loop {
             match self
-                .ask(pb::MessageRequest::FileContainingSymbol(lookup.clone()))
+                .ask(MessageRequest::FileContainingSymbol(lookup.clone()))
                 .await?
             {
-                pb::MessageResponse::FileDescriptorResponse(r) => break r,
-                pb::MessageResponse::ErrorResponse(e) => match lookup.rsplit_once('.') {
+                MessageResponse::FileDescriptorResponse(r) => break r,
+                MessageResponse::ErrorResponse(e) => match lookup.rsplit_once('.') {
                     Some((parent, _)) if e.error_code == Code::NotFound.as_i32() => {
                         lookup = parent.to_owned();
                     }
@@ -307,7 +248,11 @@ impl Reflector {
                 other => return Err(unexpected(other)),
             }
         };
-        let mut pending: Vec<Bytes> = first.file_descriptor_proto;
+        let mut pending: Vec<Bytes> = first
+            .file_descriptor_proto
+            .into_iter()
+            .map(Bytes::from)
+            .collect();
         let mut asked = HashSet::new();
         while let Some(raw) = pending.pop() {
             let file = prost_types::FileDescriptorProto::decode(raw.clone()).map_err(|e| {
@@ -325,13 +270,13 @@ impl Reflector {
                     continue;
                 }
                 match self
-                    .ask(pb::MessageRequest::FileByFilename(dep.clone()))
+                    .ask(MessageRequest::FileByFilename(dep.clone()))
                     .await?
                 {
-                    pb::MessageResponse::FileDescriptorResponse(r) => {
-                        pending.extend(r.file_descriptor_proto)
+                    MessageResponse::FileDescriptorResponse(r) => {
+                        pending.extend(r.file_descriptor_proto.into_iter().map(Bytes::from))
                     }
-                    pb::MessageResponse::ErrorResponse(e) => {
+                    MessageResponse::ErrorResponse(e) => {
                         return Err(Failure::from(Status::not_found(format!(
                             "the server could not send {dep}: {}",
                             e.error_message
@@ -358,13 +303,20 @@ impl Reflector {
     }
 }
 
-fn unexpected(response: pb::MessageResponse) -> Failure {
+/// Re-reads a message as another type with the same wire format.
+fn transcode<A: Message, B: Message + Default>(message: &A) -> Result<B, Status> {
+    B::decode(message.encode_to_vec().as_slice())
+        .map_err(|e| Status::internal(format!("undecodable reflection message: {e}")))
+}
+
+fn unexpected(response: MessageResponse) -> Failure {
     let what = match response {
-        pb::MessageResponse::ErrorResponse(e) => {
+        MessageResponse::ErrorResponse(e) => {
             return Failure::from(Status::new(Code::from_i32(e.error_code), e.error_message));
         }
-        pb::MessageResponse::FileDescriptorResponse(_) => "file descriptors",
-        pb::MessageResponse::ListServicesResponse(_) => "a service list",
+        MessageResponse::FileDescriptorResponse(_) => "file descriptors",
+        MessageResponse::ListServicesResponse(_) => "a service list",
+        MessageResponse::AllExtensionNumbersResponse(_) => "extension numbers",
     };
     Failure::from(Status::internal(format!(
         "unexpected reflection response: {what}"

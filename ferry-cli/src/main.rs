@@ -3,6 +3,7 @@
 //! files).
 
 mod bench;
+mod call;
 mod codec;
 mod describe;
 mod descriptors;
@@ -10,16 +11,16 @@ mod error;
 mod report;
 mod target;
 
-use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ferry::Metadata;
-use prost_reflect::DescriptorPool;
+use ferry::services::health::ServingStatus;
+use ferry::services::health::pb::{HealthCheckRequest, HealthClient};
+use ferry::{Metadata, Request};
 
-use crate::descriptors::{Source, Symbol, find_symbol, resolve_method};
+use crate::descriptors::{Source, find_symbol};
 use crate::error::{CliResult, EXIT_NOT_SERVING, Failure};
 use crate::target::{Target, parse_duration};
 
@@ -27,9 +28,11 @@ const TARGETS: &str = "\
 Targets:
   ferry://HOST:PORT   Ferry's native protocol (also a bare HOST:PORT)
   grpc://HOST:PORT    gRPC over cleartext HTTP/2 (any gRPC server)
-  http://HOST:PORT    HTTP/1.1 + JSON, Connect protocol (`POST /pkg.Service/Method`)
-Note: in the CLI `http://` means HTTP/JSON; `ferry::Channel` treats it as gRPC.
-Descriptors come from gRPC server reflection on the same HOST:PORT unless --proto is given.
+  http://HOST:PORT    the Connect protocol over HTTP/1.1 (`POST /pkg.Service/Method`)
+The schemes mean the same as in `ferry::Channel`, which makes every call. Requests and replies
+are JSON on the command line and protobuf on the wire, whatever the protocol.
+Descriptors come from gRPC server reflection on the same HOST:PORT unless --proto is given
+(reflection is a gRPC service; a Ferry server serves every protocol on one port).
 
 Exit codes: 0 ok; 1 bad input (arguments, JSON, unknown method); 2 usage;
 3 health: not serving; 64 + status code when a call fails (e.g. 67 = invalid_argument).";
@@ -44,16 +47,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Make one unary call with a JSON request; prints the JSON response.
+    /// Make one call with a JSON request; prints the JSON response(s).
     #[command(after_help = "\
 Examples:
   ferry call ferry://127.0.0.1:8000 calculator.v1.Calculator/Add '{\"a\": 1, \"b\": 2}'
   echo '{\"a\": 1}' | ferry call http://127.0.0.1:8000 calculator.v1.Calculator.Add
   ferry call grpc://127.0.0.1:8000 calculator.v1.Calculator/Add '{\"a\": 1}' \\
       --proto proto/calculator/v1/calculator.proto -I proto -H authorization:token
+  ferry call grpc://127.0.0.1:8000 grpc.health.v1.Health/Watch --compact   # until Ctrl-C
+  printf '{\"listServices\": \"\"}\\n{\"fileByFilename\": \"grpc/health/v1/health.proto\"}\\n' |
+      ferry call grpc://127.0.0.1:8000 grpc.reflection.v1.ServerReflection/ServerReflectionInfo
 
-A failed call prints `code: message` to stderr and exits with 64 + the status code.")]
-    Call(CallArgs),
+Streaming methods:
+  replies (server-streaming and bidi) are printed as they arrive, one JSON document each;
+    with --compact one per line (newline-delimited JSON);
+  requests (client-streaming and bidi) are JSON documents one after another (one per line,
+    or a JSON array of them), from the argument or read from stdin as they come until it
+    ends (Ctrl-D on a terminal). --timeout bounds the whole call, streams included.
+
+A failed call prints `code: message` to stderr and exits with 64 + the status code; replies
+that arrived before a stream failed are printed first.")]
+    Call(call::CallArgs),
     /// List the services, or one service's methods.
     #[command(after_help = "\
 Examples:
@@ -76,8 +90,9 @@ Examples:
     #[command(after_help = "\
 Modes:
   closed loop (default): --concurrency N callers, each sending its next call when the last
-    returns, spread over --connections C connections (default 1; for http:// one per
-    caller, since an HTTP/1.1 connection carries one call at a time);
+    returns, spread over --connections C channels (default 1; for http:// one per caller,
+    since an HTTP/1.1 connection carries one call at a time: a Connect channel pools its
+    connections and opens one more for each call in flight beyond them);
   open loop: --rate R calls per second on a fixed schedule; latency is measured from
     each call's intended send time, so a stalled server cannot hide (no coordinated omission).
 Calls carry `ferry-timing: 1`; when responses carry `server-timing: app;dur=…` the report
@@ -87,7 +102,9 @@ Examples:
   ferry bench ferry://127.0.0.1:8000 calculator.v1.Calculator/Add '{\"a\":1,\"b\":2}' \\
       --concurrency 64 --connections 2 --duration 10s --warmup 1s
   ferry bench grpc://127.0.0.1:8000 calculator.v1.Calculator/Add '{\"a\":1}' --rate 5000 \\
-      --duration 30s --output report.json --html report.html")]
+      --duration 30s --output report.json --html report.html
+
+Unary methods only.")]
     Bench(bench::BenchArgs),
 }
 
@@ -114,29 +131,6 @@ pub struct ProtoArgs {
     /// Import path for --proto files (repeatable)
     #[arg(short = 'I', long = "import-path", value_name = "DIR")]
     pub includes: Vec<PathBuf>,
-}
-
-#[derive(Args)]
-struct CallArgs {
-    /// ferry://, grpc:// or http:// followed by HOST:PORT
-    target: String,
-    /// package.Service/Method or package.Service.Method
-    method: String,
-    /// The request as JSON; read from stdin when absent or `-` (`{}` if stdin is a terminal)
-    json: Option<String>,
-    #[command(flatten)]
-    conn: ConnArgs,
-    #[command(flatten)]
-    protos: ProtoArgs,
-    /// Print fields that have their default value too
-    #[arg(long)]
-    emit_defaults: bool,
-    /// Print the response on one line
-    #[arg(long)]
-    compact: bool,
-    /// Print response metadata to stderr
-    #[arg(short, long)]
-    verbose: bool,
 }
 
 #[derive(Args)]
@@ -177,7 +171,7 @@ struct HealthArgs {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Call(args) => call(args).await,
+        Command::Call(args) => call::run(args).await,
         Command::List(args) => list(args).await,
         Command::Describe(args) => describe(args).await,
         Command::Health(args) => health(args).await,
@@ -223,11 +217,12 @@ pub fn metadata(headers: &[String]) -> CliResult<Metadata> {
     Ok(metadata)
 }
 
-/// The descriptor source for a command: `--proto` files, or reflection on the target.
+/// The descriptor source for a command: `--proto` files, or reflection on the target (over
+/// gRPC, see [`Target::reflection_channel`]).
 pub async fn source(target: &Target, conn: &ConnArgs, protos: &ProtoArgs) -> CliResult<Source> {
     let metadata = metadata(&conn.headers)?;
     Source::new(&protos.protos, &protos.includes, || async {
-        let channel = target.grpc_channel(conn.connect_timeout).await?;
+        let channel = target.reflection_channel(conn.connect_timeout).await?;
         // Reflection gets at least 10 s: --timeout is meant for the call itself.
         let timeout = conn
             .timeout
@@ -238,67 +233,9 @@ pub async fn source(target: &Target, conn: &ConnArgs, protos: &ProtoArgs) -> Cli
     .await
 }
 
-/// Reads the request JSON from the argument, or from stdin for `-` or none.
-pub fn request_json(arg: Option<String>) -> CliResult<String> {
-    match arg.as_deref() {
-        Some("-") | None => {
-            let mut stdin = std::io::stdin();
-            if arg.is_none() && stdin.is_terminal() {
-                return Ok("{}".to_owned());
-            }
-            let mut text = String::new();
-            stdin
-                .read_to_string(&mut text)
-                .map_err(|e| Failure::usage(format!("cannot read the request from stdin: {e}")))?;
-            Ok(text)
-        }
-        Some(_) => Ok(arg.unwrap_or_default()),
-    }
-}
-
 /// `/package.Service/Method` for a method.
 pub fn method_path(method: &prost_reflect::MethodDescriptor) -> String {
     format!("/{}/{}", method.parent_service().full_name(), method.name())
-}
-
-async fn call(args: CallArgs) -> CliResult {
-    let target = Target::parse(&args.target)?;
-    let metadata = metadata(&args.conn.headers)?;
-    let source = source(&target, &args.conn, &args.protos).await?;
-    let method = resolve_method(&source, &args.method).await?;
-    if method.is_client_streaming() || method.is_server_streaming() {
-        return Err(Failure::usage(format!(
-            "{} is a streaming method; `ferry call` makes unary calls only",
-            method.full_name()
-        )));
-    }
-    let text = request_json(args.json)?;
-    let request = codec::parse_json(&method.input(), &text)?;
-    let transport = target.connect(1, args.conn.connect_timeout).await?;
-    let body = codec::encode_request(&request, transport.is_json())?;
-    let (response_metadata, reply) = transport
-        .call(0, &method_path(&method), &metadata, args.conn.timeout, body)
-        .await?;
-    if args.verbose {
-        for (key, value) in response_metadata.iter() {
-            if key.ends_with("-bin") {
-                use base64::Engine;
-                let encoded = base64::engine::general_purpose::STANDARD.encode(value);
-                eprintln!("< {key}: {encoded}");
-            } else {
-                eprintln!("< {key}: {}", String::from_utf8_lossy(value));
-            }
-        }
-    }
-    let response = codec::decode_response(&method.output(), reply, transport.is_json())?;
-    let value = codec::to_json_value(&response, args.emit_defaults)?;
-    let printed = if args.compact {
-        serde_json::to_string(&value)
-    } else {
-        serde_json::to_string_pretty(&value)
-    };
-    println!("{}", printed.map_err(|e| Failure::usage(e.to_string()))?);
-    Ok(())
 }
 
 async fn list(args: ListArgs) -> CliResult {
@@ -337,34 +274,18 @@ async fn describe(args: DescribeArgs) -> CliResult {
 
 async fn health(args: HealthArgs) -> CliResult {
     let target = Target::parse(&args.target)?;
-    let metadata = metadata(&args.conn.headers)?;
-    let pool = DescriptorPool::decode(ferry::services::health::pb::FILE_DESCRIPTOR_SET)
-        .map_err(|e| Failure::usage(format!("bad built-in health descriptors: {e}")))?;
-    let Some(Symbol::Method(check)) = find_symbol(&pool, "grpc.health.v1.Health.Check") else {
-        return Err(Failure::usage(
-            "built-in health descriptors lack Health.Check",
-        ));
-    };
     let service = args.service.unwrap_or_default();
-    let request = codec::parse_json(
-        &check.input(),
-        &serde_json::json!({ "service": service }).to_string(),
-    )?;
-    let transport = target.connect(1, args.conn.connect_timeout).await?;
-    let body = codec::encode_request(&request, transport.is_json())?;
-    let timeout = args.conn.timeout.or(Some(Duration::from_secs(10)));
-    let (_, reply) = transport
-        .call(0, &method_path(&check), &metadata, timeout, body)
-        .await?;
-    let response = codec::decode_response(&check.output(), reply, transport.is_json())?;
-    let status = match response.get_field_by_name("status").as_deref() {
-        Some(prost_reflect::Value::EnumNumber(n)) => {
-            ferry::services::health::ServingStatus::try_from(*n)
-                .map(|s| s.as_str_name().to_owned())
-                .unwrap_or_else(|_| format!("UNKNOWN({n})"))
-        }
-        _ => "UNKNOWN".to_owned(),
-    };
+    let mut request = Request::new(HealthCheckRequest {
+        service: service.clone(),
+    });
+    *request.metadata_mut() = metadata(&args.conn.headers)?;
+    request.set_timeout(args.conn.timeout.unwrap_or(Duration::from_secs(10)));
+    let channel = target.channel(args.conn.connect_timeout).await?;
+    let response = HealthClient::new(channel).check(request).await?;
+    let code = response.get_ref().status;
+    let status = ServingStatus::try_from(code)
+        .map(|s| s.as_str_name().to_owned())
+        .unwrap_or_else(|_| format!("UNKNOWN({code})"));
     println!("{status}");
     if status == "SERVING" {
         Ok(())

@@ -7,7 +7,7 @@ use prost_reflect::MethodDescriptor;
 use serde::Serialize;
 
 use crate::bench::{LoadSettings, Measured};
-use crate::target::{Protocol, Target};
+use crate::target::Target;
 
 /// Most points the latency-over-time chart shows; adjacent slots are merged beyond it.
 const MAX_POINTS: usize = 200;
@@ -19,8 +19,8 @@ const HISTOGRAM_BINS: usize = 40;
 pub struct Report {
     /// The target URL.
     pub target: String,
-    /// The protocol used.
-    pub protocol: Protocol,
+    /// The protocol used: `native`, `grpc` or `connect`.
+    pub protocol: &'static str,
     /// `package.Service/Method`.
     pub method: String,
     /// `closed` (fixed concurrency) or `open` (fixed rate).
@@ -141,7 +141,7 @@ impl Report {
         let duration = measured.elapsed.as_secs_f64().max(1e-9);
         Report {
             target: target.url(),
-            protocol: target.protocol,
+            protocol: target.protocol_name(),
             method: format!("{}/{}", method.parent_service().full_name(), method.name()),
             mode: load.mode,
             concurrency: load.concurrency,
@@ -169,6 +169,19 @@ impl Report {
         }
     }
 
+    /// `2 connection(s)`; over Connect, whose channels pool HTTP/1.1 connections (one per call
+    /// in flight), `2 channel(s)`.
+    fn connections_text(&self) -> String {
+        if self.protocol == "connect" {
+            format!(
+                "{} channel(s) of pooled HTTP/1.1 connections",
+                self.connections
+            )
+        } else {
+            format!("{} connection(s)", self.connections)
+        }
+    }
+
     /// The terminal summary.
     pub fn summary(&self) -> String {
         let mut out = String::new();
@@ -179,8 +192,8 @@ impl Report {
         let _ = writeln!(out, "Target      {} {}", self.target, self.method);
         let _ = writeln!(
             out,
-            "Load        {load}, {} connection(s), {:.2} s{}",
-            self.connections,
+            "Load        {load}, {}, {:.2} s{}",
+            self.connections_text(),
             self.duration_s,
             if self.warmup_s > 0.0 {
                 format!(" after {:.1} s warmup", self.warmup_s)
@@ -537,7 +550,7 @@ circle.p50, rect.p50 {{ fill: #2a9d4a; }} circle.p99, rect.p99 {{ fill: #d07a1a;
 <h1>ferry bench: {method}</h1>
 <dl>
 <dt>Target</dt><dd>{target}</dd>
-<dt>Load</dt><dd>{load}, {connections} connection(s), {duration:.2} s</dd>
+<dt>Load</dt><dd>{load}, {connections}, {duration:.2} s</dd>
 <dt>Calls</dt><dd>{total} sent, {ok} ok, {errors_n} errors ({errors})</dd>
 <dt>Throughput</dt><dd>{throughput:.1} ok/s (sent {send_rate:.1}/s)</dd>
 </dl>
@@ -552,7 +565,7 @@ circle.p50, rect.p50 {{ fill: #2a9d4a; }} circle.p99, rect.p99 {{ fill: #d07a1a;
 "##,
         method = escape(&report.method),
         target = escape(&report.target),
-        connections = report.connections,
+        connections = report.connections_text(),
         duration = report.duration_s,
         total = report.total,
         ok = report.ok,

@@ -122,7 +122,13 @@ fn closed_loop_report_adds_up_on_every_protocol() {
         assert!(!run.stderr.contains("calls/s"), "{}", run.stderr);
         let report = read_report(&json);
         assert_eq!(check_counts(&report), (300, 300, 0), "over {scheme}");
-        assert_eq!(report["protocol"], scheme.replace("ferry", "native"));
+        // http:// is the Connect protocol (protobuf bodies), as in `ferry::Channel`.
+        let protocol = match scheme {
+            "ferry" => "native",
+            "http" => "connect",
+            other => other,
+        };
+        assert_eq!(report["protocol"], protocol);
         assert_eq!(report["mode"], "closed");
         assert_eq!(report["connections"], 2);
         let latency = &report["latency_ms"];

@@ -40,7 +40,9 @@ where
     rx.recv().expect("the server started")
 }
 
-/// Test middleware: copies request metadata whose key starts with `x-echo` into the response.
+/// Test middleware, as the tonic peer behaves: copies request metadata whose key starts with
+/// `x-echo` into the response, and sleeps first when asked (`x-sleep-ms: N`), so a call can be
+/// made slower than its deadline.
 #[derive(Clone)]
 pub struct Echo(ferry::call::BoxService);
 
@@ -60,11 +62,19 @@ impl tower::Service<ferry::Request<ferry::call::Body>> for Echo {
         let echo: Vec<(String, Vec<u8>)> = request
             .metadata()
             .iter()
-            .filter(|(key, _)| key.starts_with("x-echo"))
+            .filter(|(key, _)| key.starts_with(tonic_calculator::ECHO_PREFIX))
             .map(|(key, value)| (key.to_owned(), value.to_vec()))
             .collect();
+        let sleep = request
+            .metadata()
+            .get(tonic_calculator::SLEEP_KEY)
+            .and_then(|ms| ms.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_millis);
         let call = tower::Service::call(&mut self.0, request);
         Box::pin(async move {
+            if let Some(sleep) = sleep {
+                tokio::time::sleep(sleep).await;
+            }
             let mut response = call.await?;
             for (key, value) in echo {
                 response.metadata_mut().insert_bin(key, value);
@@ -118,6 +128,130 @@ pub fn tonic_calculator_with(reflection: tonic_calculator::Reflection) -> TestSe
             .expect("start tonic")
     });
     TestServer { addr }
+}
+
+/// Messages of `tests/proto/numbers/v1/numbers.proto`, written out as prost would generate them.
+pub mod numbers {
+    /// Where counting starts and ends; `fail_after` > 0 fails after that many replies.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct CountRequest {
+        /// First number.
+        #[prost(int64, tag = "1")]
+        pub from: i64,
+        /// Last number.
+        #[prost(int64, tag = "2")]
+        pub to: i64,
+        /// Replies before failing with ABORTED (0: never).
+        #[prost(int64, tag = "3")]
+        pub fail_after: i64,
+    }
+
+    /// One number.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Number {
+        /// The value.
+        #[prost(double, tag = "1")]
+        pub value: f64,
+    }
+}
+
+/// The `--proto` arguments for the numbers service, relative to the workspace root.
+pub const NUMBERS_PROTO_ARGS: [&str; 4] = [
+    "--proto",
+    "ferry-cli/tests/proto/numbers/v1/numbers.proto",
+    "-I",
+    "ferry-cli/tests/proto",
+];
+
+/// The numbers service's descriptors, compiled from its `.proto` by `ferry-build`.
+static NUMBERS_DESCRIPTORS: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/proto");
+    ferry_build::compile_descriptor_set(&[root.join("numbers/v1/numbers.proto")], &[&root])
+        .expect("numbers.proto compiles")
+});
+
+/// `numbers.v1.Numbers`: one method of each streaming kind, written against the runtime's
+/// encoded-call interface (no generated code in this crate).
+pub struct Numbers;
+
+impl ferry::ServiceHandler for Numbers {
+    fn name(&self) -> &'static str {
+        "numbers.v1.Numbers"
+    }
+
+    fn file_descriptor_set(&self) -> &'static [u8] {
+        std::sync::LazyLock::force(&NUMBERS_DESCRIPTORS).as_slice()
+    }
+
+    fn methods(&self) -> &'static [(&'static str, ferry::call::MethodKind)] {
+        use ferry::call::MethodKind;
+        &[
+            ("Count", MethodKind::ServerStreaming),
+            ("Sum", MethodKind::ClientStreaming),
+            ("RunningSum", MethodKind::BidiStreaming),
+        ]
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        request: ferry::Request<ferry::call::Body>,
+    ) -> ferry::call::BoxFuture<ferry::call::CallResult> {
+        use ferry::call::{Body, MessageStream};
+        use ferry::{Response, Status, Streaming};
+        use futures_util::StreamExt;
+        use numbers::{CountRequest, Number};
+        use prost::Message;
+
+        let encode = |n: f64| bytes::Bytes::from(Number { value: n }.encode_to_vec());
+        match method {
+            "Count" => Box::pin(async move {
+                let bytes = request.into_inner().into_message().await?;
+                let ask = CountRequest::decode(bytes)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let mut replies: Vec<Result<bytes::Bytes, Status>> = Vec::new();
+                for n in ask.from..=ask.to {
+                    if ask.fail_after > 0 && replies.len() as i64 == ask.fail_after {
+                        replies.push(Err(Status::aborted("counting stopped")));
+                        break;
+                    }
+                    replies.push(Ok(encode(n as f64)));
+                }
+                let stream = MessageStream::from_messages(futures_util::stream::iter(replies));
+                Ok(Response::new(Body::Stream(stream)))
+            }),
+            "Sum" => Box::pin(async move {
+                let mut numbers = Streaming::<Number>::new(request.into_inner().into_stream());
+                let mut total = 0.0;
+                while let Some(number) = numbers.message().await? {
+                    total += number.value;
+                }
+                Ok(Response::new(Body::Message(encode(total))))
+            }),
+            "RunningSum" => Box::pin(async move {
+                let numbers = Streaming::<Number>::new(request.into_inner().into_stream());
+                let totals = numbers.scan(0.0, move |total, number| {
+                    let item = number.map(|number| {
+                        *total += number.value;
+                        encode(*total)
+                    });
+                    std::future::ready(Some(item))
+                });
+                Ok(Response::new(Body::Stream(MessageStream::from_messages(
+                    totals,
+                ))))
+            }),
+            other => {
+                let status = Status::unimplemented(format!("numbers.v1.Numbers has no {other}"));
+                Box::pin(std::future::ready(Err(status)))
+            }
+        }
+    }
+}
+
+/// The calculator and the numbers service behind [`EchoLayer`] on a Ferry server.
+pub fn ferry_numbers() -> TestServer {
+    ferry_calculator_with(|server| server.add_service(Numbers).layer(EchoLayer))
 }
 
 /// The workspace root, so paths in tests read like the README's.
