@@ -105,6 +105,7 @@ async fn print_replies(
         match item? {
             StreamItem::Message(bytes) => print_reply(args, output, bytes)?,
             StreamItem::Trailers(more) => trailers.extend(more),
+            StreamItem::Compress(_) => {}
         }
     }
     if args.verbose {

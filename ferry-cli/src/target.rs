@@ -50,15 +50,14 @@ impl Target {
         connect(self.url(), connect_timeout).await
     }
 
-    /// A gRPC channel to the same `host:port`, for server reflection.
+    /// The channel server reflection goes over: the target's own protocol, as every call.
     ///
-    /// Reflection (`grpc.reflection.v1`) is a bidirectionally streaming gRPC service, so gRPC
-    /// is the protocol every server that offers it speaks (tonic, grpc-go and Ferry alike),
-    /// and a Ferry server serves all of its protocols on one port. The native and Connect
-    /// clients do not stream yet; once they do, `ferry://` targets can reflect over their own
-    /// protocol. A `grpc://` call reuses this channel.
+    /// Reflection (`grpc.reflection.v1`) is a bidirectionally streaming service; Ferry serves
+    /// it on every protocol (over the Connect protocol it needs HTTP/2, which Ferry's Connect
+    /// client uses for bidirectional calls). Servers that offer reflection only over gRPC
+    /// (tonic, grpc-go) are reached with `grpc://`.
     pub async fn reflection_channel(&self, connect_timeout: Duration) -> CliResult<Channel> {
-        connect(format!("grpc://{}", self.authority), connect_timeout).await
+        connect(self.url(), connect_timeout).await
     }
 }
 

@@ -543,7 +543,7 @@ fn text_and_binary_metadata_travel_every_protocol() {
 
 // Streaming calls. The native and Connect clients do not stream yet (`Channel` answers
 // UNIMPLEMENTED for them); ferry:// and http:// join this list when they do.
-const STREAMING_SCHEMES: [&str; 1] = ["grpc"];
+const STREAMING_SCHEMES: [&str; 3] = ["ferry", "grpc", "http"];
 const COUNT: &str = "numbers.v1.Numbers/Count";
 const SUM: &str = "numbers.v1.Numbers/Sum";
 const RUNNING_SUM: &str = "numbers.v1.Numbers/RunningSum";

@@ -292,16 +292,21 @@ impl Server {
         )
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         let descriptors = Arc::new(descriptors);
-        let json = JsonGateway::new(&descriptors.pool, &user_services, self.reject_unknown_json);
         if self.reflection {
             use crate::services::reflection::{pb, pb_v1alpha};
             let mut listed: Vec<String> = user_services.iter().map(|n| (*n).to_owned()).collect();
             listed.push(pb::ServerReflectionClient::SERVICE_NAME.to_owned());
             listed.push(pb_v1alpha::ServerReflectionClient::SERVICE_NAME.to_owned());
             listed.sort();
-            let (v1, v1alpha) = Reflection::new(descriptors, listed).services();
+            let (v1, v1alpha) = Reflection::new(descriptors.clone(), listed).services();
             router = router.add_service(v1).add_service(v1alpha);
         }
+        // Every service, the built-in ones too, answers over the Connect protocol.
+        let json = JsonGateway::new(
+            &descriptors.pool,
+            &router.service_names(),
+            self.reject_unknown_json,
+        );
         let dispatch = Dispatch::new(self.service(router.clone()), router);
         Ok(Arc::new(HttpContext {
             dispatch,
