@@ -87,7 +87,7 @@ where
 }
 
 /// The most of an unread request body drained before an early reply goes out.
-pub(crate) const MAX_DRAIN: usize = 64 * 1024;
+pub(crate) const MAX_DRAIN: usize = 1024 * 1024;
 /// The longest an early reply waits for an unread request body to arrive.
 pub(crate) const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
