@@ -25,6 +25,7 @@ pub struct Request<T> {
     method: Cow<'static, str>,
     peer: Option<SocketAddr>,
     kind: MethodKind,
+    compress: Compress,
     extensions: http::Extensions,
 }
 
@@ -38,6 +39,7 @@ impl<T> Request<T> {
             method: Cow::Borrowed(""),
             peer: None,
             kind: MethodKind::Unary,
+            compress: Compress::Auto,
             extensions: http::Extensions::new(),
         }
     }
@@ -148,6 +150,7 @@ impl<T> Request<T> {
             method: self.method,
             peer: self.peer,
             kind: self.kind,
+            compress: self.compress,
             extensions: self.extensions,
         }
     }
@@ -161,6 +164,7 @@ impl<T> Request<T> {
             method: self.method.clone(),
             peer: self.peer,
             kind: self.kind,
+            compress: self.compress,
             extensions: self.extensions.clone(),
         }
     }
@@ -174,6 +178,19 @@ impl<T> Request<T> {
     /// Declares how the called method streams; see [`Request::method_kind`].
     pub fn set_method_kind(&mut self, kind: MethodKind) {
         self.kind = kind;
+    }
+
+    /// Whether the request is compressed on the wire (gRPC and the Connect protocol, with
+    /// gzip; default [`Compress::Auto`], which sends requests uncompressed). A server that does
+    /// not read gzip answers `UNIMPLEMENTED`. A request stream may change the choice per
+    /// message with [`StreamItem::Compress`](crate::call::StreamItem::Compress).
+    pub fn compress(&self) -> Compress {
+        self.compress
+    }
+
+    /// Asks the transport to compress the request, or not; see [`Request::compress`].
+    pub fn set_compress(&mut self, compress: Compress) {
+        self.compress = compress;
     }
 
     /// A request as a server transport received it.
@@ -191,6 +208,7 @@ impl<T> Request<T> {
             method,
             peer,
             kind,
+            compress: Compress::Auto,
             extensions: http::Extensions::new(),
         }
     }

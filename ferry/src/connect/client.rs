@@ -10,7 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::call::{Body, CallResult, MessageStream, MethodKind, StreamItem, deadline};
+use crate::call::{Body, CallResult, Compress, MessageStream, MethodKind, StreamItem, deadline};
 use crate::http::body::{RequestBody, collect};
 use crate::http::compression::{Compression, SUPPORTED};
 use crate::http::envelope::{self, Batches, CompressPolicy};
@@ -109,8 +109,13 @@ impl ConnectConnection {
 
     async fn unary(&self, request: Request<Body>) -> CallResult {
         let timeout = deadline::wire_timeout(request.deadline())?;
+        // Requests are compressed only when asked: a server may not read gzip.
+        let compressed = request.compress() == Compress::Always;
         let (method, metadata, body) = request.into_call_parts();
-        let message = body.into_message().await?;
+        let mut message = body.into_message().await?;
+        if compressed {
+            message = Compression::Gzip.compress(&message);
+        }
         let mut request = self.request(
             &method,
             &metadata,
@@ -126,6 +131,12 @@ impl ConnectConnection {
             http::header::ACCEPT_ENCODING,
             HeaderValue::from_static(SUPPORTED),
         );
+        if compressed {
+            headers.insert(
+                http::header::CONTENT_ENCODING,
+                HeaderValue::from_static("gzip"),
+            );
+        }
         let response = self
             .http1
             .request(request)
@@ -148,9 +159,19 @@ impl ConnectConnection {
     async fn streaming(&self, request: Request<Body>) -> CallResult {
         let timeout = deadline::wire_timeout(request.deadline())?;
         let bidi = request.method_kind() == MethodKind::BidiStreaming;
+        let compressed = request.compress() == Compress::Always;
+        let policy = if compressed {
+            CompressPolicy {
+                compress: Compress::Always,
+                encoding: Compression::Gzip,
+                auto_min: None,
+            }
+        } else {
+            CompressPolicy::never()
+        };
         let (method, metadata, body) = request.into_call_parts();
         let messages = body.into_stream();
-        let body = RequestBody::Stream(Batches::new(messages, CompressPolicy::never()));
+        let body = RequestBody::Stream(Batches::new(messages, policy));
         let mut request = self.request(&method, &metadata, timeout, body)?;
         let headers = request.headers_mut();
         headers.insert(
@@ -161,6 +182,9 @@ impl ConnectConnection {
             "connect-accept-encoding",
             HeaderValue::from_static(SUPPORTED),
         );
+        if compressed {
+            headers.insert("connect-content-encoding", HeaderValue::from_static("gzip"));
+        }
         let client = if bidi { &self.http2 } else { &self.http1 };
         let response = client
             .request(request)

@@ -8,7 +8,7 @@ use super::codec::{
     self, ACCEPT_ENCODING, CONTENT_TYPE, Encoding, MessageDecoder, http_status_to_grpc,
     split_messages, take_status,
 };
-use crate::call::{Body, CallResult, MessageStream, StreamItem, deadline};
+use crate::call::{Body, CallResult, Compress, MessageStream, StreamItem, deadline};
 use crate::http::body::{RequestBody, collect};
 use crate::http::envelope::{Batches, CompressPolicy};
 use crate::http::headers::{headers_to_metadata, metadata_to_headers};
@@ -76,6 +76,14 @@ impl GrpcConnection {
 
     async fn exchange(&self, request: Request<Body>, streams_back: bool) -> CallResult {
         let timeout = deadline::wire_timeout(request.deadline())?;
+        // Requests are compressed only when asked (a server may not read gzip); a stream's
+        // messages may then turn compression off and on again one by one.
+        let policy = CompressPolicy {
+            compress: request.compress(),
+            encoding: Encoding::Gzip,
+            auto_min: None,
+        };
+        let compressed = request.compress() == Compress::Always;
         let (method, metadata, body) = request.into_call_parts();
         let uri = http::Uri::builder()
             .scheme("http")
@@ -85,10 +93,17 @@ impl GrpcConnection {
             .map_err(|e| Status::invalid_argument(format!("bad method path {method:?}: {e}")))?;
         let body = match body {
             Body::Message(message) => {
-                RequestBody::Full(Some(codec::frame_message(&message, Encoding::Identity)))
+                let mut framed = bytes::BytesMut::new();
+                policy.put(&mut framed, &message);
+                RequestBody::Full(Some(framed.freeze()))
             }
             Body::Stream(messages) => {
-                RequestBody::Stream(Batches::new(messages, CompressPolicy::never()))
+                let policy = if compressed {
+                    policy
+                } else {
+                    CompressPolicy::never()
+                };
+                RequestBody::Stream(Batches::new(messages, policy))
             }
         };
         let mut http_request = http::Request::new(body);
@@ -101,6 +116,9 @@ impl GrpcConnection {
             HeaderValue::from_static(CONTENT_TYPE),
         );
         headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        if compressed {
+            headers.insert("grpc-encoding", HeaderValue::from_static("gzip"));
+        }
         headers.insert(
             "grpc-accept-encoding",
             HeaderValue::from_static(ACCEPT_ENCODING),

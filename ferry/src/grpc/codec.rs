@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
@@ -63,21 +63,6 @@ pub(crate) fn parse_timeout(value: &[u8]) -> Option<Duration> {
         b"n" => Duration::from_nanos(n),
         _ => return None,
     })
-}
-
-/// Prefixes `message` with gRPC's 5-byte header into `out`, compressing it if asked.
-pub(crate) fn put_message(out: &mut BytesMut, message: &[u8], encoding: Encoding) {
-    match encoding {
-        Encoding::Identity => envelope::put(out, 0, message),
-        Encoding::Gzip => envelope::put(out, envelope::COMPRESSED, &encoding.compress(message)),
-    }
-}
-
-/// `message` with gRPC's 5-byte header, compressed if asked.
-pub(crate) fn frame_message(message: &[u8], encoding: Encoding) -> Bytes {
-    let mut out = BytesMut::new();
-    put_message(&mut out, message, encoding);
-    out.freeze()
 }
 
 /// Reads gRPC messages out of a body that arrives in chunks of any size (see
@@ -212,6 +197,7 @@ pub(crate) fn http_status_to_grpc(status: StatusCode) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     #[test]
     fn timeouts_round_trip() {
@@ -232,6 +218,17 @@ mod tests {
         assert_eq!(parse_timeout(b"m"), None);
         assert_eq!(parse_timeout(b"+1m"), None);
         assert_eq!(parse_timeout(b"123456789S"), None);
+    }
+
+    fn frame_message(message: &[u8], encoding: Encoding) -> Bytes {
+        let mut out = BytesMut::new();
+        match encoding {
+            Encoding::Identity => envelope::put(&mut out, 0, message),
+            Encoding::Gzip => {
+                envelope::put(&mut out, envelope::COMPRESSED, &encoding.compress(message))
+            }
+        }
+        out.freeze()
     }
 
     #[test]
