@@ -324,7 +324,7 @@ pub async fn run(args: BenchArgs) -> CliResult {
     let request = codec::parse_json(&method.input(), &text)?;
     let connections = args.connections.unwrap_or(match target.protocol {
         Protocol::Connect => args.concurrency,
-        Protocol::Native | Protocol::Grpc => 1,
+        _ => 1,
     });
     let mut channels = Vec::with_capacity(connections);
     for _ in 0..connections {

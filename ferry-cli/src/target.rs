@@ -33,16 +33,14 @@ impl Target {
 
     /// The target as text, with its scheme.
     pub fn url(&self) -> String {
-        format!("{}://{}", self.protocol.scheme(), self.authority)
+        // `parse_target` yields only protocols a client speaks, each with a scheme.
+        let scheme = self.protocol.scheme().unwrap_or("ferry");
+        format!("{scheme}://{}", self.authority)
     }
 
     /// The protocol's name as reports show it: `native`, `grpc` or `connect`.
     pub fn protocol_name(&self) -> &'static str {
-        match self.protocol {
-            Protocol::Native => "native",
-            Protocol::Grpc => "grpc",
-            Protocol::Connect => "connect",
-        }
+        self.protocol.as_str()
     }
 
     /// A channel of this target's protocol, connected now so a wrong address fails here.

@@ -6,6 +6,7 @@ mod body;
 pub mod deadline;
 mod metadata;
 mod method;
+mod protocol;
 mod request;
 mod status;
 
@@ -13,6 +14,7 @@ pub use body::{Body, Compress, MessageStream, ResponseStream, StreamItem, Stream
 pub use metadata::{Metadata, is_valid_key};
 pub use method::{MAX_METHOD_PATH_LEN, MethodKind, split_method_path};
 pub(crate) use method::{intern, join, unregistered};
+pub use protocol::Protocol;
 pub use request::{IntoRequest, IntoStreamingRequest, Request, Response};
 pub use status::{Code, Status};
 

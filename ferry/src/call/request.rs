@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{Compress, Metadata, MethodKind};
+use super::{Compress, Metadata, MethodKind, Protocol};
 
 /// A message plus everything that travels with it: metadata, a deadline, the method and the peer.
 ///
@@ -26,6 +26,10 @@ pub struct Request<T> {
     peer: Option<SocketAddr>,
     kind: MethodKind,
     compress: Compress,
+    /// Server side: the protocol the call arrived on.
+    protocol: Option<Protocol>,
+    /// Server side: whether the request declared a message encoding (gzip).
+    compressed: bool,
     extensions: http::Extensions,
 }
 
@@ -40,6 +44,8 @@ impl<T> Request<T> {
             peer: None,
             kind: MethodKind::Unary,
             compress: Compress::Auto,
+            protocol: None,
+            compressed: false,
             extensions: http::Extensions::new(),
         }
     }
@@ -151,6 +157,8 @@ impl<T> Request<T> {
             peer: self.peer,
             kind: self.kind,
             compress: self.compress,
+            protocol: self.protocol,
+            compressed: self.compressed,
             extensions: self.extensions,
         }
     }
@@ -165,6 +173,8 @@ impl<T> Request<T> {
             peer: self.peer,
             kind: self.kind,
             compress: self.compress,
+            protocol: self.protocol,
+            compressed: self.compressed,
             extensions: self.extensions.clone(),
         }
     }
@@ -193,6 +203,23 @@ impl<T> Request<T> {
         self.compress = compress;
     }
 
+    /// Server side: the protocol the call arrived on (`None` for a request made in process).
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.protocol
+    }
+
+    /// Server side: whether the caller sent its message(s) compressed (declared a message
+    /// encoding such as gzip).
+    pub fn arrived_compressed(&self) -> bool {
+        self.compressed
+    }
+
+    /// Records how the call arrived; set by server transports.
+    pub(crate) fn set_arrival(&mut self, protocol: Protocol, compressed: bool) {
+        self.protocol = Some(protocol);
+        self.compressed = compressed;
+    }
+
     /// A request as a server transport received it.
     pub(crate) fn from_wire(
         (method, kind): (Cow<'static, str>, MethodKind),
@@ -209,6 +236,8 @@ impl<T> Request<T> {
             peer,
             kind,
             compress: Compress::Auto,
+            protocol: None,
+            compressed: false,
             extensions: http::Extensions::new(),
         }
     }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::call::{Body, BoxFuture, CallResult};
+use crate::call::{Body, BoxFuture, CallResult, Protocol};
 use crate::connect::client::ConnectConnection;
 use crate::grpc::client::GrpcConnection;
 use crate::native::client::{Backoff, Connection};
@@ -37,29 +37,6 @@ impl Default for EndpointConfig {
 #[derive(Clone)]
 pub struct Endpoint {
     inner: Arc<Inner>,
-}
-
-/// The wire protocol an [`Endpoint`] speaks, named by its target's scheme: the same meaning
-/// in every part of Ferry (the `Channel`, the `ferry` CLI, the docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    /// Ferry's native protocol: `ferry://host:port`, or a bare `host:port`.
-    Native,
-    /// gRPC over cleartext HTTP/2: `grpc://host:port`.
-    Grpc,
-    /// The Connect protocol over HTTP: `http://host:port`.
-    Connect,
-}
-
-impl Protocol {
-    /// The scheme that names this protocol in a target.
-    pub fn scheme(self) -> &'static str {
-        match self {
-            Protocol::Native => "ferry",
-            Protocol::Grpc => "grpc",
-            Protocol::Connect => "http",
-        }
-    }
 }
 
 /// An open connection of one protocol.
@@ -246,6 +223,9 @@ impl Endpoint {
                 )
                 .await
                 .map(Transport::Grpc),
+                Protocol::GrpcWeb | Protocol::Rest => Err(Status::invalid_argument(
+                    "gRPC-Web and REST are served, not spoken by Ferry's client",
+                )),
                 Protocol::Connect => {
                     // Connections open per call from a pool; check the address answers now.
                     tokio::net::TcpStream::connect(addr).await.map_err(|e| {

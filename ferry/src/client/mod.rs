@@ -14,5 +14,6 @@ pub mod hedge;
 pub mod outlier;
 pub mod retry;
 
+pub use crate::call::Protocol;
 pub use channel::{Channel, ChannelBuilder};
-pub use endpoint::{Endpoint, EndpointConfig, Protocol, parse_target};
+pub use endpoint::{Endpoint, EndpointConfig, parse_target};

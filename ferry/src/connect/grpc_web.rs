@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body::Frame;
 
-use crate::call::{Body, MessageStream, deadline};
+use crate::call::{Body, MessageStream, Protocol, deadline};
 use crate::grpc::codec::{self, Encoding, MessageDecoder, put_status};
 use crate::http::HttpContext;
 use crate::http::body::{ReplyBody, answer_early, reply_body, streaming_body};
@@ -91,7 +91,8 @@ pub(super) async fn serve(
     let mut metadata = headers_to_metadata(headers);
     metadata.remove("x-grpc-web");
     metadata.remove("x-user-agent");
-    let request = Request::from_wire(route, metadata, deadline, peer, body);
+    let mut request = Request::from_wire(route, metadata, deadline, peer, body);
+    request.set_arrival(Protocol::GrpcWeb, encoding != Encoding::Identity);
     let response = match ctx.dispatch.call(request).await {
         Ok(response) => response,
         Err(status) => return reply.trailers_only(&status),

@@ -13,7 +13,7 @@ use prost_reflect::MessageDescriptor;
 
 use super::codec::Codec;
 use super::{Target, connect_deadline, error_json, media_type, not_allowed, unsupported_media};
-use crate::call::{Body, MessageStream, StreamItem};
+use crate::call::{Body, MessageStream, Protocol, StreamItem};
 use crate::http::HttpContext;
 use crate::http::body::{ReplyBody, answer_early, streaming_body};
 use crate::http::compression::{Compression, MIN_COMPRESS};
@@ -84,7 +84,8 @@ pub(super) async fn serve(
         }
     };
     let route = (target.path.clone(), target.kind);
-    let request = Request::from_wire(route, headers_to_metadata(headers), deadline, peer, body);
+    let mut request = Request::from_wire(route, headers_to_metadata(headers), deadline, peer, body);
+    request.set_arrival(Protocol::Connect, compression != Compression::Identity);
     match ctx.dispatch.call(request).await {
         Ok(response) => reply.succeeded(response, target),
         Err(status) => reply.failed(status),

@@ -9,7 +9,7 @@ use http::{HeaderValue, Method, StatusCode};
 use super::codec::{Codec, json_to_proto, proto_to_json};
 use super::rest::match_template;
 use super::{Target, connect_deadline, fail, media_type, not_allowed, unsupported_media};
-use crate::call::{Body, MethodKind};
+use crate::call::{Body, MethodKind, Protocol};
 use crate::http::HttpContext;
 use crate::http::body::{ReplyBody, answer_early, collect, reply_body};
 use crate::http::compression::{Compression, MIN_COMPRESS};
@@ -120,7 +120,10 @@ pub(super) async fn serve(
         (_, field) => json_to_proto(&desc, &data, field, &captures, query, reject),
     };
     match input {
-        Ok(input) => dispatch(ctx, peer, &parts, &route.target, input, format).await,
+        Ok(input) => {
+            let arrival = (Protocol::Rest, compression != Compression::Identity);
+            dispatch(ctx, peer, &parts, &route.target, input, format, arrival).await
+        }
         Err(status) => fail(status),
     }
 }
@@ -174,7 +177,10 @@ async fn call_post(
         }
     };
     match input {
-        Ok(input) => dispatch(ctx, peer, parts, target, input, format).await,
+        Ok(input) => {
+            let arrival = (Protocol::Connect, compression != Compression::Identity);
+            dispatch(ctx, peer, parts, target, input, format, arrival).await
+        }
         Err(status) => fail(status),
     }
 }
@@ -246,7 +252,17 @@ async fn call_get(
         Ok(input) => input,
         Err(status) => return fail(status),
     };
-    dispatch(ctx, peer, parts, target, input, Format::Codec(codec)).await
+    let arrival = (Protocol::Connect, compression != Compression::Identity);
+    dispatch(
+        ctx,
+        peer,
+        parts,
+        target,
+        input,
+        Format::Codec(codec),
+        arrival,
+    )
+    .await
 }
 
 /// Base64 in the URL-safe alphabet (RFC 4648 §5), with or without padding; the standard
@@ -276,6 +292,7 @@ async fn dispatch(
     target: &Target,
     input: Bytes,
     format: Format,
+    arrival: (Protocol, bool),
 ) -> http::Response<ReplyBody> {
     let deadline = match connect_deadline(&parts.headers) {
         Ok(deadline) => deadline,
@@ -283,7 +300,8 @@ async fn dispatch(
     };
     let metadata = headers_to_metadata(&parts.headers);
     let route = (target.path.clone(), MethodKind::Unary);
-    let call = Request::from_wire(route, metadata, deadline, peer, Body::Message(input));
+    let mut call = Request::from_wire(route, metadata, deadline, peer, Body::Message(input));
+    call.set_arrival(arrival.0, arrival.1);
     let response = match ctx.dispatch.call(call).await {
         Ok(response) => response,
         Err(status) => return fail(status),

@@ -11,7 +11,7 @@ use http_body::Frame;
 use super::codec::{
     self, ACCEPT_ENCODING, CONTENT_TYPE, Encoding, MessageDecoder, put_status, split_messages,
 };
-use crate::call::{Body, MessageStream, deadline};
+use crate::call::{Body, MessageStream, Protocol, deadline};
 use crate::http::HttpContext;
 use crate::http::body::{ReplyBody, collect, reply_body, streaming_body};
 use crate::http::envelope::{Batches, CompressPolicy};
@@ -122,7 +122,8 @@ pub(crate) async fn serve(
             Err(status) => return trailers_only(&status),
         }
     };
-    let request = Request::from_wire(route, call.metadata, call.deadline, peer, body);
+    let mut request = Request::from_wire(route, call.metadata, call.deadline, peer, body);
+    request.set_arrival(Protocol::Grpc, call.encoding != Encoding::Identity);
     let response = match ctx.dispatch.call(request).await {
         Ok(response) => response,
         Err(status) => return trailers_only(&status),

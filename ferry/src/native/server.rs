@@ -14,7 +14,7 @@ use tokio::task::AbortHandle;
 use super::flow::{Credit, InboundStream, ReceiveWindow};
 use super::frame::{self, Frame, FrameError, HEADER_LEN, Headers, Kind, Limits, PREFACE};
 use super::{MAX_BATCH, MAX_DISCARD, Outbound, StreamIds, encode_reply, read_preface};
-use crate::call::{Body, BoxService, MessageStream, MethodKind, StreamItem, deadline};
+use crate::call::{Body, BoxService, MessageStream, MethodKind, Protocol, StreamItem, deadline};
 use crate::server::{Dispatch, Shutdown, begin, finish, guarded, handler_panicked};
 use crate::{Code, Request, Status};
 
@@ -487,7 +487,8 @@ impl Conn {
                 Body::Stream(MessageStream::new(messages))
             }
         };
-        let request = Request::from_wire(route, headers.metadata, deadline, self.peer, body);
+        let mut request = Request::from_wire(route, headers.metadata, deadline, self.peer, body);
+        request.set_arrival(Protocol::Native, false);
         let credit = Arc::new(Credit::new());
         let replies = self.replies.clone();
         let mut svc = self.svc.clone();
@@ -510,13 +511,14 @@ impl Conn {
 
     async fn dispatch(&mut self, stream: u32, headers: Headers, route: Route, body: Bytes) {
         let deadline = headers.timeout.and_then(deadline::from_timeout);
-        let request = Request::from_wire(
+        let mut request = Request::from_wire(
             route,
             headers.metadata,
             deadline,
             self.peer,
             Body::Message(body),
         );
+        request.set_arrival(Protocol::Native, false);
         let mut future = begin(&mut self.svc, request).await;
         // The first poll runs right here: a handler that finishes without waiting (the common
         // unary case) costs no task, no channel hop and no lock. Its outcome is what a spawned
