@@ -131,3 +131,51 @@ pub fn summarize(calls: u64, window: Window, hist: &Histogram<u64>) -> Measured 
         p999_us: us(0.999),
     }
 }
+
+/// Reads `streams` (each yields the size of its next message) through warm-up and window;
+/// counts messages inside the window, and records the gap before each as its latency.
+pub async fn count_streams<S>(
+    streams: Vec<S>,
+    warmup: Duration,
+    window: Duration,
+) -> Result<Measured, String>
+where
+    S: futures_util::Stream<Item = Result<usize, String>> + Unpin + Send + 'static,
+{
+    use futures_util::StreamExt;
+    let phase = Arc::new(AtomicU8::new(WARMUP));
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|mut stream| {
+            let phase = phase.clone();
+            tokio::spawn(async move {
+                let mut hist = histogram();
+                let mut messages = 0u64;
+                let mut last = Instant::now();
+                loop {
+                    let before = phase.load(Ordering::Relaxed);
+                    if before == STOP {
+                        break;
+                    }
+                    stream.next().await.ok_or("the stream ended")??;
+                    let now = Instant::now();
+                    if before == MEASURE && phase.load(Ordering::Relaxed) == MEASURE {
+                        record(&mut hist, now - last);
+                        messages += 1;
+                    }
+                    last = now;
+                }
+                Ok::<_, String>((messages, hist))
+            })
+        })
+        .collect();
+    let window = run_window(&phase, warmup, window).await;
+    let mut total = histogram();
+    let mut messages = 0;
+    for reader in readers {
+        let (n, hist) = reader.await.map_err(|e| e.to_string())??;
+        messages += n;
+        total.add(hist).map_err(|e| e.to_string())?;
+    }
+    Ok(summarize(messages, window, &total))
+}

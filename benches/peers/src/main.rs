@@ -41,6 +41,9 @@ pub struct ClientArgs {
     pub window: Duration,
 }
 
+/// A client role: connects and measures.
+pub type ClientFn = fn(ClientArgs) -> BoxFuture<Result<load::Measured, String>>;
+
 /// One system under test: its server and its client.
 pub struct System {
     /// Name used on the command line and in the table.
@@ -50,7 +53,10 @@ pub struct System {
     /// Serves echo on the listener until the process is told to stop.
     pub serve: fn(tokio::net::TcpListener) -> BoxFuture<()>,
     /// Connects one connection and runs the closed loop.
-    pub client: fn(ClientArgs) -> BoxFuture<Result<load::Measured, String>>,
+    pub client: ClientFn,
+    /// Opens `concurrency` server streams on one connection and counts messages, for systems
+    /// that stream.
+    pub stream: Option<ClientFn>,
 }
 
 /// Every system, in table order. The first is the ceiling, `tonic` the reference for ratios.
@@ -60,51 +66,60 @@ pub const SYSTEMS: &[System] = &[
         about: "length-prefixed echo on raw TCP: pipelined with batched writes (c>1), ping-pong (c=1)",
         serve: |l| Box::pin(raw::serve(l)),
         client: |a| Box::pin(raw::client(a)),
+        stream: None,
     },
     System {
         name: "tarpc",
         about: "tarpc 0.38, serde transport with bincode over TCP",
         serve: |l| Box::pin(tarpc_bincode::serve(l)),
         client: |a| Box::pin(tarpc_bincode::client(a)),
+        stream: None,
     },
     System {
         name: "tonic",
         about: "tonic 0.14 gRPC server and client (HTTP/2, prost)",
         serve: |l| Box::pin(tonic_grpc::serve(l)),
         client: |a| Box::pin(tonic_grpc::client(a)),
+        stream: Some(|a| Box::pin(tonic_grpc::stream(a))),
     },
     System {
         name: "ferry",
         about: "Ferry native protocol, Ferry server and generated Ferry client",
         serve: |l| Box::pin(ferry_native::serve(l)),
         client: |a| Box::pin(ferry_native::client(a)),
+        stream: Some(|a| Box::pin(ferry_native::stream(a))),
     },
     System {
         name: "ferry-grpc",
         about: "Ferry server speaking gRPC on its port, loaded by the tonic client",
         serve: |l| Box::pin(ferry_native::serve(l)),
         client: |a| Box::pin(tonic_grpc::client(a)),
+        stream: Some(|a| Box::pin(tonic_grpc::stream(a))),
     },
     System {
         name: "axum",
         about: "axum 0.8 JSON echo (serde_json + base64), HTTP/2 h2c, hyper client",
         serve: |l| Box::pin(http_json::serve_axum(l)),
         client: |a| Box::pin(http_json::client(a)),
+        stream: None,
     },
     System {
         name: "ferry-http",
         about: "Ferry server's HTTP/JSON gateway (proto3 JSON), HTTP/2 h2c, same hyper client",
         serve: |l| Box::pin(ferry_native::serve(l)),
         client: |a| Box::pin(http_json::client(a)),
+        stream: None,
     },
 ];
 
-/// One load shape: payload size and calls in flight.
+/// One load shape: payload size and calls in flight, or (`stream`) server streams open.
 #[derive(Clone, Copy, Debug)]
 pub struct Scenario {
     pub name: &'static str,
     pub size: usize,
     pub concurrency: usize,
+    /// Messages of one server stream per `concurrency`, counted, instead of unary calls.
+    pub stream: bool,
 }
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -112,21 +127,37 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "16B-c1",
         size: 16,
         concurrency: 1,
+        stream: false,
     },
     Scenario {
         name: "16B-c64",
         size: 16,
         concurrency: 64,
+        stream: false,
     },
     Scenario {
         name: "1KiB-c64",
         size: 1024,
         concurrency: 64,
+        stream: false,
     },
     Scenario {
         name: "64KiB-c8",
         size: 64 * 1024,
         concurrency: 8,
+        stream: false,
+    },
+    Scenario {
+        name: "stream-16B",
+        size: 16,
+        concurrency: 1,
+        stream: true,
+    },
+    Scenario {
+        name: "stream-1KiB",
+        size: 1024,
+        concurrency: 1,
+        stream: true,
     },
 ];
 
@@ -176,6 +207,9 @@ enum Role {
         warmup: f64,
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// Count messages of server streams instead of making unary calls.
+        #[arg(long)]
+        stream: bool,
     },
 }
 
@@ -192,8 +226,10 @@ fn main() {
             concurrency,
             warmup,
             seconds,
+            stream,
         }) => client_role(
             &system,
+            stream,
             ClientArgs {
                 addr,
                 size,
@@ -247,9 +283,16 @@ fn server_role(name: &str, listen: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn client_role(name: &str, args: ClientArgs) -> Result<(), String> {
+fn client_role(name: &str, stream: bool, args: ClientArgs) -> Result<(), String> {
     let system = system(name)?;
-    let measured = runtime()?.block_on((system.client)(args))?;
+    let client = if stream {
+        system
+            .stream
+            .ok_or_else(|| format!("{name} does not stream"))?
+    } else {
+        system.client
+    };
+    let measured = runtime()?.block_on(client(args))?;
     load::say(&format!(
         "RESULT {}",
         serde_json::to_string(&measured).map_err(|e| e.to_string())?

@@ -98,6 +98,9 @@ pub fn run(mut args: RunArgs) -> Result<(), String> {
     for round in 1..=args.rounds {
         for scenario in &scenarios {
             for system in &systems {
+                if scenario.stream && system.stream.is_none() {
+                    continue;
+                }
                 eprint!(
                     "round {round}/{}  {:<9} {:<12} ",
                     args.rounds, scenario.name, system.name
@@ -240,7 +243,10 @@ fn run_one(
                 args.warmup.to_string(),
                 "--seconds".into(),
                 args.seconds.to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(scenario.stream.then(|| "--stream".to_owned()))
+            .collect::<Vec<_>>(),
         )
         .map_err(|e| format!("cannot start the client: {e}"))?;
         let outcome = (|| {

@@ -16,6 +16,22 @@ struct Service;
 
 #[tonic::async_trait]
 impl Echo for Service {
+    type StreamStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::EchoResponse, tonic::Status>> + Send>,
+    >;
+
+    async fn stream(
+        &self,
+        request: tonic::Request<pb::StreamRequest>,
+    ) -> Result<tonic::Response<Self::StreamStream>, tonic::Status> {
+        let size = request.into_inner().size.min(1 << 20) as usize;
+        let message = pb::EchoResponse {
+            payload: vec![0xab; size],
+        };
+        let endless = tokio_stream::iter(std::iter::repeat_with(move || Ok(message.clone())));
+        Ok(tonic::Response::new(Box::pin(endless)))
+    }
+
     async fn echo(
         &self,
         request: tonic::Request<pb::EchoRequest>,
@@ -65,4 +81,28 @@ pub async fn client(args: crate::ClientArgs) -> Result<Measured, String> {
         }
     })
     .await
+}
+
+/// Counts the messages of server streams over gRPC with tonic's client (also used against
+/// Ferry's gRPC server).
+pub async fn stream(args: crate::ClientArgs) -> Result<Measured, String> {
+    let client = connect(args.addr).await?;
+    let mut streams = Vec::new();
+    for _ in 0..args.concurrency {
+        let request = pb::StreamRequest {
+            size: args.size as u32,
+        };
+        let stream = client
+            .clone()
+            .stream(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let size = args.size;
+        let sizes = futures_util::StreamExt::map(stream.into_inner(), move |message| {
+            let message = message.map_err(|e| e.to_string())?;
+            crate::check_len(message.payload.len(), size).map(|()| size)
+        });
+        streams.push(Box::pin(sizes));
+    }
+    load::count_streams(streams, args.warmup, args.window).await
 }

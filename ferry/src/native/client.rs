@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -323,35 +322,23 @@ async fn send_requests(
     tx: mpsc::WeakUnboundedSender<Outbound>,
     shared: std::sync::Weak<Shared>,
 ) {
-    while let Some(item) = requests.next().await {
-        let message = match item {
-            Ok(StreamItem::Message(message)) => message,
-            // The native protocol neither compresses nor sends request trailers.
-            Ok(StreamItem::Trailers(_) | StreamItem::Compress(_)) => continue,
-            Err(status) => {
-                if let Some(shared) = shared.upgrade()
-                    && let Some(call) = shared.pending().remove(&stream)
-                {
-                    if let Some(tx) = tx.upgrade() {
-                        let code = status.code();
-                        let _ = tx.send(Outbound::Cancel { stream, code });
-                    }
-                    call.fail(status);
-                }
-                return;
+    let Some(sender) = tx.upgrade() else { return };
+    match super::flow::send_stream(stream, &mut requests, &credit, &sender).await {
+        // The native protocol sends no request trailers.
+        Ok(_trailers) => {
+            let _ = sender.send(Outbound::HalfClose { stream });
+        }
+        Err(status) if status.code() == Code::Cancelled && credit.is_closed() => {}
+        Err(status) => {
+            // The request stream failed: the call fails with its status.
+            if let Some(shared) = shared.upgrade()
+                && let Some(call) = shared.pending().remove(&stream)
+            {
+                let code = status.code();
+                let _ = sender.send(Outbound::Cancel { stream, code });
+                call.fail(status);
             }
-        };
-        if !credit.acquire().await {
-            return;
         }
-        credit.spend(message.len());
-        let Some(tx) = tx.upgrade() else { return };
-        if tx.send(Outbound::Data { stream, message }).is_err() {
-            return;
-        }
-    }
-    if let Some(tx) = tx.upgrade() {
-        let _ = tx.send(Outbound::HalfClose { stream });
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::task::{Context, Poll};
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use tokio::sync::{Notify, mpsc};
 
 use super::Outbound;
@@ -44,8 +44,16 @@ impl Credit {
         }
     }
 
+    /// Whether the window is positive right now (and the stream open).
+    pub(crate) fn available(&self) -> bool {
+        self.window.load(Ordering::Acquire) > 0 && !self.closed.load(Ordering::Acquire)
+    }
+
     /// Waits until the window is positive; `false` once the stream is closed.
     pub(crate) async fn acquire(&self) -> bool {
+        if self.available() {
+            return true;
+        }
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -73,11 +81,84 @@ impl Credit {
         self.changed.notify_waiters();
     }
 
+    /// Whether the stream has ended.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Ends the stream: senders waiting for credit give up.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.changed.notify_waiters();
     }
+}
+
+/// Frames ready together are handed to the connection in one piece of up to this many bytes.
+const SEND_BATCH: usize = 64 * 1024;
+
+/// Sends the messages of `messages` as DATA frames on `stream` as `credit` allows, encoding
+/// the frames that are ready together into one piece (one queue hop and one wake-up of the
+/// connection for many messages). Ends with the trailers the stream carried, or its error;
+/// `Err(CANCELLED)` when the stream or the connection closed first.
+pub(crate) async fn send_stream(
+    stream: u32,
+    messages: &mut crate::call::MessageStream,
+    credit: &Credit,
+    tx: &mpsc::UnboundedSender<Outbound>,
+) -> Result<crate::Metadata, Status> {
+    use futures_util::FutureExt;
+    let closed = || Status::cancelled("the call or its connection closed");
+    let mut trailers = crate::Metadata::new();
+    let mut batch = bytes::BytesMut::new();
+    loop {
+        // Wait only when nothing is ready: flush what is batched first.
+        let item = match messages.next().now_or_never() {
+            Some(item) => item,
+            None => {
+                flush(stream, &mut batch, tx).map_err(|()| closed())?;
+                messages.next().await
+            }
+        };
+        match item {
+            Some(Ok(StreamItem::Message(message))) => {
+                if !credit.available() {
+                    flush(stream, &mut batch, tx).map_err(|()| closed())?;
+                    if !credit.acquire().await {
+                        return Err(closed());
+                    }
+                }
+                credit.spend(message.len());
+                super::frame::encode_data(&mut batch, stream, false, &message);
+                if batch.len() >= SEND_BATCH {
+                    flush(stream, &mut batch, tx).map_err(|()| closed())?;
+                }
+            }
+            Some(Ok(StreamItem::Trailers(more))) => trailers.extend(more),
+            // The native protocol does not compress.
+            Some(Ok(StreamItem::Compress(_))) => {}
+            Some(Err(status)) => {
+                flush(stream, &mut batch, tx).map_err(|()| closed())?;
+                return Err(status);
+            }
+            None => {
+                flush(stream, &mut batch, tx).map_err(|()| closed())?;
+                return Ok(trailers);
+            }
+        }
+    }
+}
+
+/// Hands the batched frames of `stream` to the connection.
+fn flush(
+    stream: u32,
+    batch: &mut bytes::BytesMut,
+    tx: &mpsc::UnboundedSender<Outbound>,
+) -> Result<(), ()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let frames = batch.split().freeze();
+    tx.send(Outbound::Frames { stream, frames }).map_err(|_| ())
 }
 
 /// The receive side of one stream direction: how much the peer may still send before it

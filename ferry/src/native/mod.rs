@@ -111,10 +111,10 @@ pub(crate) enum Outbound {
         timeout: Option<Duration>,
         metadata: Metadata,
     },
-    /// One streamed message: DATA without END_STREAM.
-    Data {
+    /// Streamed messages, already encoded as DATA frames of `stream`.
+    Frames {
         stream: u32,
-        message: Bytes,
+        frames: Bytes,
     },
     /// The client has no more messages: HEADERS with END_STREAM on an open stream.
     HalfClose {
@@ -156,7 +156,7 @@ impl Outbound {
         match self {
             Outbound::Call { stream, .. }
             | Outbound::Open { stream, .. }
-            | Outbound::Data { stream, .. }
+            | Outbound::Frames { stream, .. }
             | Outbound::HalfClose { stream }
             | Outbound::Reply { stream, .. }
             | Outbound::Headers { stream, .. }
@@ -185,7 +185,7 @@ impl Outbound {
                 timeout,
                 metadata,
             } => encode_headers(dst, stream, false, method.as_bytes(), timeout, &metadata),
-            Outbound::Data { stream, message } => encode_data(dst, stream, false, &message),
+            Outbound::Frames { frames, .. } => dst.extend_from_slice(&frames),
             Outbound::HalfClose { stream } => {
                 encode_headers(dst, stream, true, b"", None, &Metadata::new())
             }

@@ -594,23 +594,8 @@ async fn send_reply(
         };
     }
     let send_all = async {
-        use futures_util::StreamExt;
-        while let Some(item) = messages.next().await {
-            match item? {
-                StreamItem::Message(message) => {
-                    if !credit.acquire().await {
-                        return Err(Status::cancelled("the call was cancelled"));
-                    }
-                    credit.spend(message.len());
-                    if replies.send(Outbound::Data { stream, message }).is_err() {
-                        return Err(Status::cancelled("the connection closed"));
-                    }
-                }
-                StreamItem::Trailers(more) => trailers.extend(more),
-                // The native protocol does not compress.
-                StreamItem::Compress(_) => {}
-            }
-        }
+        let more = super::flow::send_stream(stream, &mut messages, credit, replies).await?;
+        trailers.extend(more);
         Ok(())
     };
     let outcome = deadline::within(deadline, send_all).await;
