@@ -442,27 +442,68 @@ mod tests {
             .ejected_until
             .expect("ejected again");
         assert!(again - Instant::now() > Duration::from_millis(1500));
-        // Other codes do not count.
-        nodes[2].health.record(Some(Code::InvalidArgument), true);
-        // Failing without a connection ejects at once (here: the cap is reached, so it cannot).
+        // At the cap, not even a lost connection ejects a third endpoint.
         nodes[3].health.record(Some(Code::Unavailable), false);
         assert_eq!(pool.snapshot(), (4, 2));
+        assert!(nodes[3].health.state().ejected_until.is_none());
         drop(nodes);
         assert_eq!(pool.snapshot(), (0, 0));
+    }
+
+    #[test]
+    fn other_codes_do_not_count() {
+        let pool = Arc::new(PoolStats::default());
+        let config = Arc::new(OutlierConfig {
+            consecutive_failures: 2,
+            ..OutlierConfig::default()
+        });
+        // Four endpoints: two may be ejected, so the cap is never what stops an ejection here.
+        let nodes: Vec<Node> = (1..=4).map(|p| node(&pool, &config, p)).collect();
+        for _ in 0..10 {
+            nodes[0].health.record(Some(Code::InvalidArgument), true);
+            nodes[0].health.record(Some(Code::DeadlineExceeded), true);
+        }
+        assert_eq!(pool.snapshot(), (4, 0), "codes not listed ejected it");
+        // Nor do they add up with listed ones: a success or another code in between resets.
+        nodes[1].health.record(Some(Code::Unavailable), true);
+        nodes[1].health.record(Some(Code::InvalidArgument), true);
+        nodes[1].health.record(Some(Code::Unavailable), true);
+        nodes[1].health.record(None, true);
+        nodes[1].health.record(Some(Code::Unavailable), true);
+        assert_eq!(
+            pool.snapshot(),
+            (4, 0),
+            "failures that were not in a row ejected it"
+        );
+        // The listed code, twice in a row, does eject: the counting above was live.
+        nodes[0].health.record(Some(Code::Unavailable), true);
+        assert_eq!(pool.snapshot(), (4, 0));
+        nodes[0].health.record(Some(Code::Unavailable), true);
+        assert_eq!(pool.snapshot(), (4, 1));
+        assert!(nodes[0].health.state().ejected_until.is_some());
     }
 
     #[test]
     fn losing_the_connection_ejects_at_once() {
         let pool = Arc::new(PoolStats::default());
         let config = Arc::new(OutlierConfig::default());
-        let nodes: Vec<Node> = (1..=3).map(|p| node(&pool, &config, p)).collect();
+        // Four endpoints: two may be ejected, and none is yet.
+        let nodes: Vec<Node> = (1..=4).map(|p| node(&pool, &config, p)).collect();
         nodes[0].health.record(Some(Code::Unavailable), true);
         assert_eq!(
             pool.snapshot(),
-            (3, 0),
+            (4, 0),
             "one answered failure is not enough"
         );
+        // A failure that leaves no connection ejects on the first one.
         nodes[1].health.record(Some(Code::Unavailable), false);
-        assert_eq!(pool.snapshot(), (3, 1));
+        assert_eq!(pool.snapshot(), (4, 1));
+        assert!(nodes[1].health.state().ejected_until.is_some());
+        // Only a listed code counts, connection or not.
+        nodes[2].health.record(Some(Code::InvalidArgument), false);
+        assert_eq!(pool.snapshot(), (4, 1));
+        // And it still works with room left under the cap.
+        nodes[3].health.record(Some(Code::Unavailable), false);
+        assert_eq!(pool.snapshot(), (4, 2));
     }
 }
