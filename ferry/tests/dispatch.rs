@@ -6,7 +6,7 @@
 use ferry::call::MethodKind;
 use ferry::services::health::{ServingStatus, pb as health};
 use ferry::services::reflection::pb as reflection;
-use ferry::{Channel, ServerHandle};
+use ferry::{Channel, Response, ServerHandle, Status, Streaming};
 use ferry_test_support::calculator::Calculator;
 use ferry_test_support::{CountingLayer, start_calculator_with};
 
@@ -69,24 +69,33 @@ async fn the_layer_sees_unary_calls_on_every_protocol() {
     server.shutdown().await.unwrap();
 }
 
+/// The first message of a streamed reply (the rest is dropped, which cancels the call);
+/// fails the test, naming `what`, on an error or an empty stream.
+async fn first_message<T: prost::Message + Default>(
+    what: &str,
+    reply: Result<Response<Streaming<T>>, Status>,
+) -> T {
+    let mut stream = reply
+        .unwrap_or_else(|status| panic!("{what}: {status}"))
+        .into_inner();
+    stream
+        .message()
+        .await
+        .unwrap_or_else(|status| panic!("{what}: {status}"))
+        .unwrap_or_else(|| panic!("{what}: no message"))
+}
+
 /// Watches health (server streaming) and asks reflection for the services (bidirectional)
 /// over `scheme`; checks the layer saw both, as streaming calls.
 async fn the_layer_sees_streaming_calls_over(scheme: &str) {
     let (server, layer) = counted_server().await;
     let channel = channel(&server, scheme).await;
 
-    let mut watch = health::HealthClient::new(channel.clone())
+    let watch = health::HealthClient::new(channel.clone())
         .watch(health::HealthCheckRequest::default())
-        .await
-        .unwrap_or_else(|status| panic!("health watch over {scheme}: {status}"))
-        .into_inner();
-    let first = watch
-        .message()
-        .await
-        .unwrap_or_else(|status| panic!("health watch over {scheme}: {status}"))
-        .expect("a first status");
+        .await;
+    let first = first_message(&format!("health watch over {scheme}"), watch).await;
     assert_eq!(first.status(), ServingStatus::Serving);
-    drop(watch);
     expect(&layer, WATCH, MethodKind::ServerStreaming, 1, scheme);
 
     let list = reflection::ServerReflectionRequest {
@@ -95,16 +104,10 @@ async fn the_layer_sees_streaming_calls_over(scheme: &str) {
             reflection::server_reflection_request::MessageRequest::ListServices(String::new()),
         ),
     };
-    let mut replies = reflection::ServerReflectionClient::new(channel)
+    let replies = reflection::ServerReflectionClient::new(channel)
         .server_reflection_info(futures_util::stream::iter([list]))
-        .await
-        .unwrap_or_else(|status| panic!("reflection over {scheme}: {status}"))
-        .into_inner();
-    let reply = replies
-        .message()
-        .await
-        .unwrap_or_else(|status| panic!("reflection over {scheme}: {status}"))
-        .expect("a reflection reply");
+        .await;
+    let reply = first_message(&format!("reflection over {scheme}"), replies).await;
     let Some(reflection::server_reflection_response::MessageResponse::ListServicesResponse(
         services,
     )) = reply.message_response

@@ -65,6 +65,16 @@ async fn fake_dns(zone: Arc<Mutex<Zone>>) -> SocketAddr {
     addr
 }
 
+/// A round-robin channel over what `discovery` finds.
+fn round_robin(discovery: DnsDiscovery) -> Channel {
+    Channel::builder("dns")
+        .discovery(discovery)
+        .balancer(ferry::client::balance::Balancer::RoundRobin)
+        .timeout(PATIENCE)
+        .lazy()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srv_records_are_followed_as_they_change() {
     let backends = backends(3).await;
@@ -77,12 +87,7 @@ async fn srv_records_are_followed_as_they_change() {
     let discovery = DnsDiscovery::srv("_ferry._tcp.shop.test.")
         .nameserver(dns)
         .interval(Duration::from_millis(100));
-    let channel = Channel::builder("dns")
-        .discovery(discovery)
-        .balancer(ferry::client::balance::Balancer::RoundRobin)
-        .timeout(PATIENCE)
-        .lazy()
-        .unwrap();
+    let channel = round_robin(discovery);
     let (failures, first) = load(&channel, 100, 2).await;
     assert_eq!(failures, 0, "{first:?}");
     assert!(backends[0].calls() > 0 && backends[1].calls() > 0);
@@ -184,12 +189,7 @@ async fn a_and_aaaa_records_give_one_endpoint_per_address() {
     );
 
     // And each endpoint takes calls.
-    let channel = Channel::builder("dns")
-        .discovery(discovery)
-        .balancer(ferry::client::balance::Balancer::RoundRobin)
-        .timeout(PATIENCE)
-        .lazy()
-        .unwrap();
+    let channel = round_robin(discovery);
     let (failures, first) = load(&channel, 200, 2).await;
     let served: Vec<usize> = backends.iter().map(Backend::calls).collect();
     eprintln!("calls per address: {served:?} (IPv6 backend: {has_v6})");

@@ -1,5 +1,6 @@
 //! Faults, retries, budgets, ejection, deadlines across hops and hedging, over loopback.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use ferry::client::hedge::HedgeConfig;
 use ferry::client::outlier::{GrpcHealthProbe, HealthCheck, OutlierConfig};
 use ferry::client::retry::{RetryBudget, RetryConfig};
 use ferry::{Channel, Code, Request, Server, ServiceHandler, Status};
-use ferry_test_support::backend::{Arrival, WHO};
+use ferry_test_support::backend::{Arrival, SLOW_UNLESS_HEDGED, WHO};
 use ferry_test_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,10 +78,7 @@ async fn killing_one_of_three_under_load_fails_no_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_that_always_fails_is_ejected() {
     let backends = backends(3).await;
-    backends[0]
-        .behavior
-        .fail_code
-        .store(Code::Unavailable as u32, Ordering::SeqCst);
+    backends[0].behavior.fail_with(Code::Unavailable);
     let channel = Channel::builder(comma_list(&backends))
         .timeout(PATIENCE)
         .outlier_detection(OutlierConfig {
@@ -110,9 +108,7 @@ async fn an_instance_that_always_fails_is_ejected() {
 async fn when_every_instance_fails_retries_stay_within_the_budget() {
     let backends = backends(3).await;
     for b in &backends {
-        b.behavior
-            .fail_code
-            .store(Code::Unavailable as u32, Ordering::SeqCst);
+        b.behavior.fail_with(Code::Unavailable);
     }
     // 20 % of calls, plus 1 retry a second (10 in the 10 s window).
     let channel = Channel::builder(comma_list(&backends))
@@ -259,10 +255,7 @@ async fn a_deadline_bounds_retries_and_waits() {
     const MAX_ATTEMPTS: usize = 1000;
     let timeout = Duration::from_secs(1);
     let backends = backends(1).await;
-    backends[0]
-        .behavior
-        .fail_code
-        .store(Code::Unavailable as u32, Ordering::SeqCst);
+    backends[0].behavior.fail_with(Code::Unavailable);
     let channel = Channel::builder(comma_list(&backends))
         .timeout(timeout)
         .retry(
@@ -318,50 +311,74 @@ async fn a_deadline_bounds_retries_and_waits() {
     );
 }
 
-/// Hedging: once every first attempt hangs and only hedges answer, every call still succeeds
-/// (its hedge won), and every losing first attempt that reached a server was cancelled there.
+/// Hedging: calls whose first attempt hangs for a minute all succeed, because their hedge
+/// wins; and every losing first attempt that reached a server was cancelled there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hedged_calls_all_succeed_and_every_loser_is_cancelled() {
-    const CALLS: usize = 200;
+    const CALLS: usize = 100;
+    // Hedging needs latencies recorded in the previous period (at least `min_data_points`).
+    let period = Duration::from_secs(1);
     let backends = backends(3).await;
     for b in &backends {
         b.behavior.delay_ms.store(5, Ordering::SeqCst);
+        b.behavior.slow_ms.store(60_000, Ordering::SeqCst);
     }
     let channel = Channel::builder(comma_list(&backends))
-        .timeout(PATIENCE)
+        // A call that is not hedged fails after this instead of waiting a minute.
+        .timeout(PATIENCE / 2)
         .balancer(ferry::client::balance::Balancer::RoundRobin)
         .retry(RetryConfig::disabled())
         .hedge(
             WHO,
             HedgeConfig {
                 min_data_points: 10,
-                period: Duration::from_millis(300),
+                period,
                 ..HedgeConfig::default()
             },
         )
         .lazy()
         .unwrap();
-    // Fill the latency histogram (it is read one period after it is written).
-    let warm_up_until = Instant::now() + Duration::from_millis(800);
+    // Plain calls (5 ms each) fill the latency histogram before, and keep it filled while,
+    // the marked calls run: every period has data, so hedging never pauses.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = {
+        let (channel, stop) = (channel.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let _ = who(&channel, None).await;
+            }
+        })
+    };
+    let warm_up_until = Instant::now() + period * 5 / 2;
     while Instant::now() < warm_up_until {
-        let (failures, first) = load(&channel, 20, 4).await;
+        let (failures, first) = load(&channel, 20, 2).await;
         assert_eq!(failures, 0, "{first:?}");
     }
-    // Now a first attempt takes a minute (far past the channel's timeout) and only a hedge is
-    // answered, on every backend: a call can only succeed if its hedge wins.
-    for b in &backends {
-        b.behavior.slow_ms.store(60_000, Ordering::SeqCst);
-        b.behavior.slow_unless_hedged.store(true, Ordering::SeqCst);
+    // Calls whose first attempt takes a minute (far past the channel's timeout): each can
+    // only succeed if its hedge wins.
+    let failures = Arc::new(AtomicUsize::new(0));
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (channel, failures) = (channel.clone(), failures.clone());
+            tokio::spawn(async move {
+                for _ in 0..CALLS / 4 {
+                    if let Err(status) = who(&channel, Some((SLOW_UNLESS_HEDGED, "1"))).await {
+                        eprintln!("a marked call failed: {status:?}");
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
     }
+    stop.store(true, Ordering::SeqCst);
+    feeder.await.unwrap();
     let sum = |f: &dyn Fn(&Stats) -> usize| backends.iter().map(|b| f(&b.stats)).sum::<usize>();
-    let hedged_before = sum(&|s| s.hedged.load(Ordering::SeqCst));
-    let (failures, first) = load(&channel, CALLS, 4).await;
-    assert_eq!(failures, 0, "{first:?}");
-    let hedges = sum(&|s| s.hedged.load(Ordering::SeqCst)) - hedged_before;
-    assert!(
-        hedges >= CALLS,
-        "{CALLS} calls succeeded but only {hedges} hedges reached a server"
-    );
+    assert_eq!(failures.load(Ordering::SeqCst), 0, "calls were not rescued");
+    let hedges = sum(&|s| s.rescued.load(Ordering::SeqCst));
+    assert_eq!(hedges, CALLS, "one hedge per call reached a server");
     // Every losing first attempt was dropped by the client, and the server must cancel its
     // handler: wait (bounded) for the cancellations still in flight to land.
     let started = || sum(&|s| s.slow_started.load(Ordering::SeqCst));
@@ -374,7 +391,9 @@ async fn hedged_calls_all_succeed_and_every_loser_is_cancelled() {
         started(),
         cancelled()
     );
+    // A first attempt dropped before it was written never reaches a server; the rest must.
     assert!(started() > 0, "no losing attempt reached a server");
+    assert!(started() <= CALLS, "more losers ({}) than calls", started());
     assert!(
         settled,
         "{} losing attempts reached a server but only {} were cancelled",
@@ -382,11 +401,6 @@ async fn hedged_calls_all_succeed_and_every_loser_is_cancelled() {
         cancelled()
     );
     assert_eq!(finished, 0, "a losing attempt ran to the end");
-    assert!(
-        started() <= hedges,
-        "more losers ({}) than hedges ({hedges})",
-        started()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,15 +421,22 @@ async fn unavailable_without_instances_is_clear_and_quick() {
     assert!(status.message().contains("300ms"), "{status:?}");
 }
 
-/// Fails for one address (counting those probes), succeeds for the rest.
-struct FailFor(String, Arc<AtomicUsize>);
+/// Fails for one address, succeeds for the rest; counts the probes of each address.
+#[derive(Clone)]
+struct FailFor(String, Arc<std::sync::Mutex<HashMap<String, usize>>>);
+
+impl FailFor {
+    /// Probes of `authority` so far.
+    fn probes(&self, authority: &str) -> usize {
+        self.1.lock().unwrap().get(authority).copied().unwrap_or(0)
+    }
+}
 
 impl ferry::client::outlier::Probe for FailFor {
     fn probe(&self, endpoint: &ferry::client::Endpoint) -> BoxFuture<Result<(), Status>> {
-        let fail = endpoint.authority() == self.0;
-        if fail {
-            self.1.fetch_add(1, Ordering::SeqCst);
-        }
+        let authority = endpoint.authority().to_owned();
+        *self.1.lock().unwrap().entry(authority.clone()).or_default() += 1;
+        let fail = authority == self.0;
         Box::pin(async move {
             if fail {
                 Err(Status::unavailable("probe says no"))
@@ -426,22 +447,43 @@ impl ferry::client::outlier::Probe for FailFor {
     }
 }
 
+/// Waits until the balanced `channel` has an endpoint for every address in `addrs` (each one
+/// probed, as `probes` tells), then until `watched` has been probed twice more, so that one
+/// probe that ran with the whole pool known has been acted on.
+///
+/// The balancer creates an endpoint, and starts probing it, when a call finds it in discovery;
+/// until every endpoint exists, the ejection cap (a share of the endpoints known) may forbid
+/// ejecting anything. So this keeps calling while it waits.
+async fn probed_with_the_whole_pool(
+    channel: &Channel,
+    addrs: &[String],
+    watched: &str,
+    probes: impl Fn(&str) -> usize,
+) {
+    let all = eventually(PATIENCE, async || {
+        let _ = who(channel, None).await;
+        addrs.iter().all(|a| probes(a) > 0)
+    })
+    .await;
+    assert!(all, "not every endpoint was probed");
+    let seen = probes(watched);
+    let again = eventually(PATIENCE, async || probes(watched) >= seen + 2).await;
+    assert!(again, "{watched} was not probed again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_health_probe_ejects_an_instance() {
     let backends = backends(3).await;
-    let probes = Arc::new(AtomicUsize::new(0));
-    let probe = FailFor(backends[0].addr.to_string(), probes.clone());
+    let addrs: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let probe = FailFor(addrs[0].clone(), Arc::default());
     let channel = Channel::builder(comma_list(&backends))
         .timeout(PATIENCE)
         // A failed probe holds the ejection for two intervals; a long interval leaves a busy
         // machine time to run the next probe before the ejection lapses.
-        .health_check(HealthCheck::new(probe, Duration::from_secs(1)))
+        .health_check(HealthCheck::new(probe.clone(), Duration::from_secs(1)))
         .lazy()
         .unwrap();
-    // The first call creates the endpoints; probes start then. Once the second probe of the
-    // failing instance has begun, the first one's failure has been acted on.
-    who(&channel, None).await.unwrap();
-    assert!(eventually(PATIENCE, async || probes.load(Ordering::SeqCst) >= 2).await);
+    probed_with_the_whole_pool(&channel, &addrs, &addrs[0], |a| probe.probes(a)).await;
     let before = backends[0].calls();
     let (failures, first) = load(&channel, 300, 4).await;
     assert_eq!(failures, 0, "{first:?}");
@@ -487,18 +529,25 @@ async fn the_grpc_health_probe_reads_the_health_service() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grpc_health_probe_ejects_a_not_serving_backend_from_a_channel() {
     const CHECK: &str = "/grpc.health.v1.Health/Check";
-    let mut all = backends(2).await;
+    // Each backend counts the health checks it answers.
+    let mut all = Vec::new();
+    let mut checks = Vec::new();
     let mut reporter = None;
-    let checks = CountingLayer::default();
-    let sick = Backend::start_with("sick", |server| {
-        reporter = Some(server.health_reporter());
-        server.layer(checks.clone())
-    })
-    .await;
+    for name in ["b0", "b1", "sick"] {
+        let counter = CountingLayer::default();
+        checks.push(counter.clone());
+        all.push(
+            Backend::start_with(name, |server| {
+                reporter = Some(server.health_reporter());
+                server.layer(counter)
+            })
+            .await,
+        );
+    }
+    // The last reporter is the sick backend's.
     let reporter = reporter.expect("the reporter");
     reporter.set_not_serving("");
-    all.push(sick);
-    let sick = &all[2];
+    let addrs: Vec<String> = all.iter().map(|b| b.addr.to_string()).collect();
     let channel = Channel::builder(comma_list(&all))
         .timeout(PATIENCE)
         // A failed probe holds the ejection for two intervals; a long interval leaves a busy
@@ -510,11 +559,12 @@ async fn the_grpc_health_probe_ejects_a_not_serving_backend_from_a_channel() {
         })
         .lazy()
         .unwrap();
-    // The first call creates the endpoints; probes start then. Once the sick backend has seen
-    // a second probe, the first one's NOT_SERVING has been acted on.
-    who(&channel, None).await.unwrap();
-    let probed = eventually(PATIENCE, async || checks.calls(CHECK) >= 2).await;
-    assert!(probed, "the backend was not probed twice");
+    let checks_of = |addr: &str| {
+        let i = addrs.iter().position(|a| a == addr).expect("a backend");
+        checks[i].calls(CHECK)
+    };
+    probed_with_the_whole_pool(&channel, &addrs, &addrs[2], checks_of).await;
+    let sick = &all[2];
     let before = sick.calls();
     let (failures, first) = load(&channel, 300, 4).await;
     assert_eq!(failures, 0, "{first:?}");
@@ -529,6 +579,9 @@ async fn the_grpc_health_probe_ejects_a_not_serving_backend_from_a_channel() {
     .await;
     assert!(
         back,
-        "the backend never came back after it reported SERVING"
+        "the backend never came back after it reported SERVING: {} calls, {} probes; others: {:?}",
+        sick.calls(),
+        checks[2].calls(CHECK),
+        [all[0].calls(), all[1].calls()]
     );
 }

@@ -3,7 +3,7 @@
 //! what it saw (attempts, retries, hedges, cancelled slow calls, deadlines).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,10 @@ use ferry::{Channel, Code, Request, Response, Server, ServerHandle, ServiceHandl
 pub const SERVICE: &str = "test.Backend";
 /// The backend's one method.
 pub const WHO: &str = "/test.Backend/Who";
+/// Request metadata marking a call whose first attempt must lose to its hedge: without
+/// `hedged` it is a slow call; a hedge of it answers after `delay_ms` (and is counted in
+/// [`Stats::rescued`]).
+pub const SLOW_UNLESS_HEDGED: &str = "x-slow-unless-hedged";
 
 /// What a backend does with each call; change it while the test runs.
 #[derive(Default)]
@@ -25,11 +29,15 @@ pub struct Behavior {
     pub fail_code: AtomicU32,
     /// Every n-th call (0 = never) is a slow call: it sleeps `slow_ms` instead of `delay_ms`.
     pub slow_every: AtomicU64,
-    /// The delay of a slow call.
+    /// The delay of a slow call (see also [`SLOW_UNLESS_HEDGED`]).
     pub slow_ms: AtomicU64,
-    /// Every call that is not a hedge (no `hedged` metadata) is a slow call; hedges answer
-    /// after `delay_ms`. So every hedged call's first attempt loses.
-    pub slow_unless_hedged: AtomicBool,
+}
+
+impl Behavior {
+    /// Fails every call with `code` from now on.
+    pub fn fail_with(&self, code: Code) {
+        self.fail_code.store(code as u32, Ordering::SeqCst);
+    }
 }
 
 /// A call's deadline and the time it arrived.
@@ -44,6 +52,8 @@ pub struct Stats {
     pub retries: AtomicUsize,
     /// Calls that carried `hedged`.
     pub hedged: AtomicUsize,
+    /// Hedges of calls marked [`SLOW_UNLESS_HEDGED`].
+    pub rescued: AtomicUsize,
     /// Slow calls started.
     pub slow_started: AtomicUsize,
     /// Slow calls that ran to the end.
@@ -118,8 +128,12 @@ impl ServiceHandler for BackendService {
                 this.stats.retries.fetch_add(1, Ordering::SeqCst);
             }
             let hedge = meta.get(ferry::client::hedge::HEDGED).is_some();
+            let marked = meta.get(SLOW_UNLESS_HEDGED).is_some();
             if hedge {
                 this.stats.hedged.fetch_add(1, Ordering::SeqCst);
+                if marked {
+                    this.stats.rescued.fetch_add(1, Ordering::SeqCst);
+                }
             }
             this.stats
                 .deadlines
@@ -128,8 +142,7 @@ impl ServiceHandler for BackendService {
                 .push((request.deadline(), Instant::now()));
             let b = &this.behavior;
             let every = b.slow_every.load(Ordering::SeqCst);
-            let slow = (every > 0 && n.is_multiple_of(every))
-                || (!hedge && b.slow_unless_hedged.load(Ordering::SeqCst));
+            let slow = (every > 0 && n.is_multiple_of(every)) || (marked && !hedge);
             if slow {
                 this.stats.slow_started.fetch_add(1, Ordering::SeqCst);
                 let mut guard = SlowGuard {

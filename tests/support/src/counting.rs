@@ -3,11 +3,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 
-use ferry::call::{Body, BoxFuture, BoxService, CallResult, MethodKind};
-use ferry::{Request, Status};
-use tower::{Layer, Service};
+use ferry::Request;
+use ferry::call::{Body, BoxService, MethodKind};
+use tower::{Layer, ServiceExt};
 
 /// Counts calls by method; add it with `Server::layer` and keep a clone to read the counts.
 #[derive(Clone, Default)]
@@ -33,41 +32,24 @@ impl CountingLayer {
 }
 
 impl Layer<BoxService> for CountingLayer {
-    type Service = Counting;
+    type Service = BoxService;
 
-    fn layer(&self, inner: BoxService) -> Counting {
-        Counting {
-            inner,
-            layer: self.clone(),
-        }
+    fn layer(&self, inner: BoxService) -> BoxService {
+        let counter = self.clone();
+        BoxService::new(inner.map_request(move |request: Request<Body>| {
+            counter.count(&request);
+            request
+        }))
     }
 }
 
-/// The service [`CountingLayer`] wraps around the router.
-#[derive(Clone)]
-pub struct Counting {
-    inner: BoxService,
-    layer: CountingLayer,
-}
-
-impl Service<Request<Body>> for Counting {
-    type Response = ferry::Response<Body>;
-    type Error = Status;
-    type Future = BoxFuture<CallResult>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let kind = request.method_kind();
-        self.layer
-            .seen
+impl CountingLayer {
+    fn count(&self, request: &Request<Body>) {
+        self.seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(request.method().to_owned())
-            .or_insert((kind, 0))
+            .or_insert((request.method_kind(), 0))
             .1 += 1;
-        self.inner.call(request)
     }
 }
