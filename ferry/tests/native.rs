@@ -180,14 +180,19 @@ async fn a_slow_call_past_its_deadline_is_deadline_exceeded() {
     let client = pb::CalculatorClient::connect(target(&fx.server))
         .await
         .unwrap();
+    // Long enough that even a busy machine sends the call before its deadline passes (else
+    // the handler would never start), short beside the handler's minute.
     let request = Request::new(CalculateRequest {
         a: -1.0,
-        b: 5_000.0,
+        b: 60_000.0,
     })
-    .with_timeout(Duration::from_millis(50));
+    .with_timeout(Duration::from_millis(300));
     let status = client.add(request).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
-    fx.started.recv().await.unwrap();
+    tokio::time::timeout(PATIENCE, fx.started.recv())
+        .await
+        .expect("the handler started")
+        .unwrap();
     // The handler is stopped, not left running (by the client's CANCEL or the server's own
     // timer, whichever comes first; the server's timer alone is tested below).
     wait_for("the expired handler is cancelled", async || {
@@ -200,8 +205,9 @@ async fn a_slow_call_past_its_deadline_is_deadline_exceeded() {
     assert_eq!(client.add(ok).await.unwrap().into_inner().result, 0.0);
 }
 
-/// A call whose HEADERS grant 50 ms, to a handler that would take a minute, from a client that
-/// has no timer and never sends CANCEL: only the server's own deadline can end it.
+/// A call whose HEADERS grant 300 ms, to a handler that would take a minute, from a client that
+/// has no timer and never sends CANCEL: only the server's own deadline can end it. (300 ms,
+/// not less, so that even a busy machine starts the handler before the deadline passes.)
 #[tokio::test]
 async fn the_server_enforces_the_wire_deadline_on_its_own() {
     let mut fx = start_slow(Duration::from_secs(5)).await;
@@ -213,7 +219,7 @@ async fn the_server_enforces_the_wire_deadline_on_its_own() {
     let mut call = native_wire::headers(
         1,
         "/calculator.v1.Calculator/Add",
-        Some(Duration::from_millis(50)),
+        Some(Duration::from_millis(300)),
         &[],
     );
     call.extend(native_wire::data(1, &message, true));
