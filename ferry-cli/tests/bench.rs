@@ -11,6 +11,9 @@ use support::{ferry, ferry_calculator, tonic_calculator};
 
 const ADD: &str = "calculator.v1.Calculator/Add";
 
+/// How long (in seconds) calls in flight may take to finish on a busy machine.
+const PATIENCE_S: f64 = ferry_test_support::PATIENCE.as_secs_f64();
+
 /// A scratch directory, removed when the test passes (kept for a look when it fails).
 struct Scratch(PathBuf);
 
@@ -251,13 +254,19 @@ fn open_loop_reaches_the_requested_rate() {
     let report = read_report(&json);
     let (total, ok, _) = check_counts(&report);
     assert_eq!(report["mode"], "open");
-    // The schedule is 200/s for 2 s: 400 calls, sent at 200/s (within 10%).
-    assert!((360..=440).contains(&total), "sent {total}");
+    // The schedule is 200/s for 2 s: every one of its 400 calls is sent, however late a busy
+    // machine sends them (lateness is `max_send_lag_ms`, a figure, and counts against latency).
+    assert!((399..=401).contains(&total), "sent {total}");
     assert_eq!(ok, total);
     let rate = report["send_rate"].as_f64().unwrap();
-    assert!((180.0..=220.0).contains(&rate), "send rate {rate}");
+    assert!((199.0..=201.0).contains(&rate), "send rate {rate}");
+    assert!(report["max_send_lag_ms"].as_f64().unwrap() >= 0.0);
+    // The run lasts the schedule, plus however long the last replies take.
     let duration = report["duration_s"].as_f64().unwrap();
-    assert!((1.9..5.0).contains(&duration), "duration {duration}");
+    assert!(
+        (2.0..2.0 + PATIENCE_S).contains(&duration),
+        "duration {duration}"
+    );
 }
 
 #[test]
@@ -287,8 +296,12 @@ fn duration_mode_stops_on_time() {
     // Over HTTP/1.1 each caller gets its own connection unless told otherwise.
     assert_eq!(report["connections"], 2);
     assert_eq!(errors, 0);
+    // It stops when the 500 ms are up: what runs later is only the calls in flight finishing.
     let duration = report["duration_s"].as_f64().unwrap();
-    assert!((0.5..3.0).contains(&duration), "duration {duration}");
+    assert!(
+        (0.5..0.5 + PATIENCE_S).contains(&duration),
+        "duration {duration}"
+    );
 }
 
 /// Finds Chromium, or fails with what to do.

@@ -1,14 +1,11 @@
 //! The shop end to end: static discovery and etcd discovery over loopback.
 
-#[path = "../../../ferry/tests/support/mod.rs"]
-mod support;
-
 use std::time::Duration;
 
 use ferry::Code;
 use ferry::discovery::EtcdRegistry;
+use ferry_test_support::{Etcd, PATIENCE, eventually};
 use shop::{Demo, pb};
-use support::{Etcd, PATIENCE, eventually};
 
 async fn quote(client: &pb::ShopClient, item: &str, quantity: u32) -> Result<f64, ferry::Status> {
     let request = pb::QuoteRequest {
@@ -51,7 +48,8 @@ async fn quotes_with_etcd_discovery() {
     let registry = EtcdRegistry::connect([etcd.endpoint.as_str()])
         .await
         .unwrap()
-        .ttl(Duration::from_secs(2));
+        // Longer than the test waits, so only deregistration can empty etcd in time.
+        .ttl(Duration::from_secs(60));
     let mut demo = Demo::start(Some(&registry)).await.unwrap();
     let client = client(&demo);
     let total = quote(&client, "apple", 4).await.unwrap();

@@ -1,134 +1,16 @@
-//! Shared helpers for the CLI tests: servers on 127.0.0.1:0 and a runner for the real binary.
+//! Helpers for the CLI tests: the runner for the real `ferry` binary, on top of the servers
+//! every test crate shares (`ferry-test-support`).
 
-#![allow(dead_code)]
+// Each test binary uses a different part of this module.
+#![allow(dead_code, unused_imports)]
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-/// A server running on its own runtime thread until the test process exits.
-pub struct TestServer {
-    /// Where it listens.
-    pub addr: SocketAddr,
-}
-
-impl TestServer {
-    /// `scheme://addr`.
-    pub fn url(&self, scheme: &str) -> String {
-        format!("{scheme}://{}", self.addr)
-    }
-}
-
-fn on_runtime_thread<F, Fut>(start: F) -> SocketAddr
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = SocketAddr>,
-{
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        runtime.block_on(async move {
-            let addr = start().await;
-            tx.send(addr).expect("the test is waiting");
-            std::future::pending::<()>().await;
-        });
-    });
-    rx.recv().expect("the server started")
-}
-
-/// Test middleware, as the tonic peer behaves: copies request metadata whose key starts with
-/// `x-echo` into the response, and sleeps first when asked (`x-sleep-ms: N`), so a call can be
-/// made slower than its deadline.
-#[derive(Clone)]
-pub struct Echo(ferry::call::BoxService);
-
-impl tower::Service<ferry::Request<ferry::call::Body>> for Echo {
-    type Response = ferry::Response<ferry::call::Body>;
-    type Error = ferry::Status;
-    type Future = ferry::call::BoxFuture<ferry::call::CallResult>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), ferry::Status>> {
-        tower::Service::poll_ready(&mut self.0, cx)
-    }
-
-    fn call(&mut self, request: ferry::Request<ferry::call::Body>) -> Self::Future {
-        let echo: Vec<(String, Vec<u8>)> = request
-            .metadata()
-            .iter()
-            .filter(|(key, _)| key.starts_with(tonic_calculator::ECHO_PREFIX))
-            .map(|(key, value)| (key.to_owned(), value.to_vec()))
-            .collect();
-        let sleep = request
-            .metadata()
-            .get(tonic_calculator::SLEEP_KEY)
-            .and_then(|ms| ms.trim().parse::<u64>().ok())
-            .map(std::time::Duration::from_millis);
-        let call = tower::Service::call(&mut self.0, request);
-        Box::pin(async move {
-            if let Some(sleep) = sleep {
-                tokio::time::sleep(sleep).await;
-            }
-            let mut response = call.await?;
-            for (key, value) in echo {
-                response.metadata_mut().insert_bin(key, value);
-            }
-            Ok(response)
-        })
-    }
-}
-
-/// The layer that adds [`Echo`].
-#[derive(Clone, Copy)]
-pub struct EchoLayer;
-
-impl tower::Layer<ferry::call::BoxService> for EchoLayer {
-    type Service = Echo;
-
-    fn layer(&self, inner: ferry::call::BoxService) -> Echo {
-        Echo(inner)
-    }
-}
-
-/// The calculator on a Ferry server (native, gRPC and HTTP/JSON on one port).
-pub fn ferry_calculator() -> TestServer {
-    ferry_calculator_with(|server| server)
-}
-
-/// The calculator on a Ferry server configured by `configure` first.
-pub fn ferry_calculator_with(
-    configure: impl FnOnce(ferry::Server) -> ferry::Server + Send + 'static,
-) -> TestServer {
-    let addr = on_runtime_thread(move || async move {
-        let server = configure(ferry::Server::builder().add_service(calculator::service()));
-        let handle = server.bind("127.0.0.1:0").await.expect("bind loopback");
-        let addr = handle.local_addr();
-        std::mem::forget(handle);
-        addr
-    });
-    TestServer { addr }
-}
-
-/// The calculator on a tonic server with tonic-reflection (v1 and v1alpha).
-pub fn tonic_calculator() -> TestServer {
-    tonic_calculator_with(tonic_calculator::Reflection::Both)
-}
-
-/// The calculator on a tonic server offering the given reflection services.
-pub fn tonic_calculator_with(reflection: tonic_calculator::Reflection) -> TestServer {
-    let addr = on_runtime_thread(move || async move {
-        tonic_calculator::spawn_with(reflection)
-            .await
-            .expect("start tonic")
-    });
-    TestServer { addr }
-}
+pub use ferry_test_support::{
+    EchoLayer, TestServer, ferry_calculator, ferry_calculator_with, tonic_calculator,
+    tonic_calculator_with, workspace_root,
+};
 
 /// Messages of `tests/proto/numbers/v1/numbers.proto`, written out as prost would generate them.
 pub mod numbers {
@@ -252,14 +134,6 @@ impl ferry::ServiceHandler for Numbers {
 /// The calculator and the numbers service behind [`EchoLayer`] on a Ferry server.
 pub fn ferry_numbers() -> TestServer {
     ferry_calculator_with(|server| server.add_service(Numbers).layer(EchoLayer))
-}
-
-/// The workspace root, so paths in tests read like the README's.
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("ferry-cli sits in the workspace")
-        .to_owned()
 }
 
 /// The calculator's proto arguments (`--proto … -I …`), relative to the workspace root.

@@ -194,6 +194,9 @@ struct NodeState {
     ejections: u32,
     ejected_until: Option<Instant>,
     restored_at: Option<Instant>,
+    /// The endpoint left the pool; calls still in flight on it must not eject it (that would
+    /// take an ejection from the pool that nothing ever gives back).
+    removed: bool,
 }
 
 /// The health bookkeeping of one endpoint.
@@ -244,6 +247,9 @@ impl NodeHealth {
 
     /// Ejects if the cap allows; the ejection lasts at least `at_least`.
     fn eject(&self, state: &mut NodeState, at_least: Duration, why: &str) {
+        if state.removed {
+            return;
+        }
         let mut counts = self.pool.counts();
         let (total, ejected) = *counts;
         let allowed = (self.config.max_ejected_share * total as f64).floor() as usize;
@@ -355,7 +361,9 @@ impl Drop for Node {
         if let Some(task) = self.probe.take() {
             task.abort();
         }
-        let was_ejected = self.health.state().ejected_until.take().is_some();
+        let mut state = self.health.state();
+        state.removed = true;
+        let was_ejected = state.ejected_until.take().is_some();
         let mut counts = self.health.pool.counts();
         counts.0 = counts.0.saturating_sub(1);
         if was_ejected {
@@ -435,34 +443,100 @@ mod tests {
         // Once restored, one failure ejects again, for twice as long.
         let restored = nodes[0].health.ejected_until(now + Duration::from_secs(2));
         assert!(restored.is_none(), "should be restored");
+        let failed_at = Instant::now();
         nodes[0].health.record(Some(Code::Unavailable), true);
         let again = nodes[0]
             .health
             .state()
             .ejected_until
             .expect("ejected again");
-        assert!(again - Instant::now() > Duration::from_millis(1500));
-        // Other codes do not count.
-        nodes[2].health.record(Some(Code::InvalidArgument), true);
-        // Failing without a connection ejects at once (here: the cap is reached, so it cannot).
+        assert!(again >= failed_at + Duration::from_secs(2));
+        // At the cap, not even a lost connection ejects a third endpoint.
         nodes[3].health.record(Some(Code::Unavailable), false);
         assert_eq!(pool.snapshot(), (4, 2));
+        assert!(nodes[3].health.state().ejected_until.is_none());
         drop(nodes);
         assert_eq!(pool.snapshot(), (0, 0));
+    }
+
+    #[test]
+    fn a_call_that_ends_after_its_endpoint_left_takes_no_ejection() {
+        let pool = Arc::new(PoolStats::default());
+        let config = Arc::new(OutlierConfig::default());
+        let nodes: Vec<Node> = (1..=3).map(|p| node(&pool, &config, p)).collect();
+        let mut nodes = nodes.into_iter();
+        let gone = nodes.next().expect("three nodes");
+        let rest: Vec<Node> = nodes.collect();
+        // A call in flight holds the endpoint's health; discovery removes the endpoint.
+        let in_flight = gone.health.clone();
+        drop(gone);
+        assert_eq!(pool.snapshot(), (2, 0));
+        // The call then fails without a connection (its server went away).
+        in_flight.record(Some(Code::Unavailable), false);
+        assert_eq!(
+            pool.snapshot(),
+            (2, 0),
+            "a removed endpoint took an ejection"
+        );
+        // So the one ejection a pool of two allows is still there for a live endpoint.
+        rest[0].health.record(Some(Code::Unavailable), false);
+        assert_eq!(pool.snapshot(), (2, 1));
+    }
+
+    #[test]
+    fn other_codes_do_not_count() {
+        let pool = Arc::new(PoolStats::default());
+        let config = Arc::new(OutlierConfig {
+            consecutive_failures: 2,
+            ..OutlierConfig::default()
+        });
+        // Four endpoints: two may be ejected, so the cap is never what stops an ejection here.
+        let nodes: Vec<Node> = (1..=4).map(|p| node(&pool, &config, p)).collect();
+        for _ in 0..10 {
+            nodes[0].health.record(Some(Code::InvalidArgument), true);
+            nodes[0].health.record(Some(Code::DeadlineExceeded), true);
+        }
+        assert_eq!(pool.snapshot(), (4, 0), "codes not listed ejected it");
+        // Nor do they add up with listed ones: a success or another code in between resets.
+        nodes[1].health.record(Some(Code::Unavailable), true);
+        nodes[1].health.record(Some(Code::InvalidArgument), true);
+        nodes[1].health.record(Some(Code::Unavailable), true);
+        nodes[1].health.record(None, true);
+        nodes[1].health.record(Some(Code::Unavailable), true);
+        assert_eq!(
+            pool.snapshot(),
+            (4, 0),
+            "failures that were not in a row ejected it"
+        );
+        // The listed code, twice in a row, does eject: the counting above was live.
+        nodes[0].health.record(Some(Code::Unavailable), true);
+        assert_eq!(pool.snapshot(), (4, 0));
+        nodes[0].health.record(Some(Code::Unavailable), true);
+        assert_eq!(pool.snapshot(), (4, 1));
+        assert!(nodes[0].health.state().ejected_until.is_some());
     }
 
     #[test]
     fn losing_the_connection_ejects_at_once() {
         let pool = Arc::new(PoolStats::default());
         let config = Arc::new(OutlierConfig::default());
-        let nodes: Vec<Node> = (1..=3).map(|p| node(&pool, &config, p)).collect();
+        // Four endpoints: two may be ejected, and none is yet.
+        let nodes: Vec<Node> = (1..=4).map(|p| node(&pool, &config, p)).collect();
         nodes[0].health.record(Some(Code::Unavailable), true);
         assert_eq!(
             pool.snapshot(),
-            (3, 0),
+            (4, 0),
             "one answered failure is not enough"
         );
+        // A failure that leaves no connection ejects on the first one.
         nodes[1].health.record(Some(Code::Unavailable), false);
-        assert_eq!(pool.snapshot(), (3, 1));
+        assert_eq!(pool.snapshot(), (4, 1));
+        assert!(nodes[1].health.state().ejected_until.is_some());
+        // Only a listed code counts, connection or not.
+        nodes[2].health.record(Some(Code::InvalidArgument), false);
+        assert_eq!(pool.snapshot(), (4, 1));
+        // And it still works with room left under the cap.
+        nodes[3].health.record(Some(Code::Unavailable), false);
+        assert_eq!(pool.snapshot(), (4, 2));
     }
 }

@@ -233,6 +233,49 @@ mod tests {
         }
     }
 
+    /// Full jitter: the draws spread over the whole range `0..=cap`, not just under it (an
+    /// always-zero or always-capped backoff fails here), and the range grows per retry.
+    #[test]
+    fn backoff_is_spread_over_its_whole_range() {
+        let config =
+            RetryConfig::default().backoff(Duration::from_millis(25), Duration::from_secs(1));
+        let draws = |retry: u32| -> Vec<Duration> {
+            (0..2000).map(|_| config.backoff_for(retry)).collect()
+        };
+        // Retry 3: uniform in 0..=100 ms.
+        let cap = Duration::from_millis(100);
+        let third = draws(3);
+        assert!(third.iter().all(|b| *b <= cap));
+        let distinct: std::collections::HashSet<_> = third.iter().collect();
+        assert!(
+            distinct.len() > 1900,
+            "only {} distinct draws",
+            distinct.len()
+        );
+        // Expected 1000 of 2000 above half the cap and 500 under a quarter (the standard
+        // deviations are about 22 and 19 draws, so these bounds are more than 10 away).
+        let upper = third.iter().filter(|b| **b > cap / 2).count();
+        let lowest = third.iter().filter(|b| **b < cap / 4).count();
+        assert!(
+            (750..=1250).contains(&upper),
+            "{upper} of 2000 above half the cap"
+        );
+        assert!(
+            (300..=700).contains(&lowest),
+            "{lowest} of 2000 under a quarter"
+        );
+        // The range doubles per retry: retry 1 stays within 25 ms, retry 3 often exceeds it.
+        assert!(draws(1).iter().all(|b| *b <= Duration::from_millis(25)));
+        let beyond = third
+            .iter()
+            .filter(|b| **b > Duration::from_millis(25))
+            .count();
+        assert!(
+            beyond > 1000,
+            "only {beyond} of 2000 retry-3 backoffs exceed 25 ms"
+        );
+    }
+
     #[tokio::test]
     async fn retries_until_max_attempts_and_tags_them() {
         let mut policy = RetryPolicy::new(

@@ -1,33 +1,22 @@
 //! Python grpcio (the reference gRPC implementation) calls Ferry's calculator.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The Python with grpcio installed: `$FERRY_PYTHON`, else the project's `.venv`.
-fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("FERRY_PYTHON") {
-        return PathBuf::from(python);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with grpcio: run scripts/install-test-deps (or set FERRY_PYTHON)"
-    );
-    venv
-}
+use ferry_test_support::python::{python, script};
+use ferry_test_support::{start_echo_calculator, workspace_root};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcio_drives_the_calculator() {
-    let server = interop_tests::start_ferry().await;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let server = start_echo_calculator().await;
+    let root = workspace_root();
     let out = std::env::temp_dir().join(format!("ferry-grpcio-{}", std::process::id()));
     std::fs::create_dir_all(&out).unwrap();
     let mut command = Command::new(python());
     command
-        .arg(root.join("python/grpcio_client.py"))
+        .arg(script("grpcio_client.py"))
         .arg(server.local_addr().to_string())
-        .arg(root.join("../../examples/calculator/proto"))
-        .arg(root.join("../../ferry-build/proto"))
+        .arg(root.join("examples/calculator/proto"))
+        .arg(root.join("ferry-build/proto"))
         .arg(&out);
     let output = tokio::task::spawn_blocking(move || command.output())
         .await

@@ -1,24 +1,24 @@
-//! Shared helpers for Ferry's microservice tests: configurable backends on loopback, polling
-//! with a deadline, and a throwaway etcd.
-#![allow(dead_code)]
+//! Backends for the client-side resilience tests: each answers `/test.Backend/Who` with its
+//! name, behaves as the test tells it while it runs (delays, failures, slow calls), and counts
+//! what it saw (attempts, retries, hedges, cancelled slow calls, deadlines).
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferry::call::{Body, BoxFuture, CallResult, MethodKind};
 use ferry::{Channel, Code, Request, Response, Server, ServerHandle, ServiceHandler, Status};
 
-/// The backend's service name and its one method.
+/// The backend's service name.
 pub const SERVICE: &str = "test.Backend";
+/// The backend's one method.
 pub const WHO: &str = "/test.Backend/Who";
-
-/// How long a test waits for something that should happen promptly before failing.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+/// Request metadata marking a call whose first attempt must lose to its hedge: without
+/// `hedged` it is a slow call; a hedge of it answers after `delay_ms` (and is counted in
+/// [`Stats::rescued`]).
+pub const SLOW_UNLESS_HEDGED: &str = "x-slow-unless-hedged";
 
 /// What a backend does with each call; change it while the test runs.
 #[derive(Default)]
@@ -27,10 +27,17 @@ pub struct Behavior {
     pub delay_ms: AtomicU64,
     /// Fail every call with this code (0 = succeed).
     pub fail_code: AtomicU32,
-    /// Every n-th call (0 = never) sleeps `slow_ms` instead of `delay_ms`.
+    /// Every n-th call (0 = never) is a slow call: it sleeps `slow_ms` instead of `delay_ms`.
     pub slow_every: AtomicU64,
-    /// The delay of a slow call.
+    /// The delay of a slow call (see also [`SLOW_UNLESS_HEDGED`]).
     pub slow_ms: AtomicU64,
+}
+
+impl Behavior {
+    /// Fails every call with `code` from now on.
+    pub fn fail_with(&self, code: Code) {
+        self.fail_code.store(code as u32, Ordering::SeqCst);
+    }
 }
 
 /// A call's deadline and the time it arrived.
@@ -45,22 +52,40 @@ pub struct Stats {
     pub retries: AtomicUsize,
     /// Calls that carried `hedged`.
     pub hedged: AtomicUsize,
-    /// Slow calls started, finished and cancelled (dropped before finishing).
+    /// Hedges of calls marked [`SLOW_UNLESS_HEDGED`].
+    pub rescued: AtomicUsize,
+    /// Slow calls started.
     pub slow_started: AtomicUsize,
+    /// Slow calls that ran to the end.
     pub slow_finished: AtomicUsize,
+    /// Slow calls dropped before they finished (cancelled).
     pub slow_cancelled: AtomicUsize,
     /// The deadline and arrival time of every call.
     pub deadlines: Mutex<Vec<Arrival>>,
 }
 
-/// A backend answering `Who` with its name.
+impl Stats {
+    /// Every call's deadline and arrival time, in arrival order.
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.deadlines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A backend service answering `Who` with its name.
 #[derive(Clone)]
 pub struct BackendService {
+    /// The name it answers with.
     pub name: Arc<str>,
+    /// What it does.
     pub behavior: Arc<Behavior>,
+    /// What it saw.
     pub stats: Arc<Stats>,
 }
 
+/// Counts a slow call as finished or, when dropped before the end, as cancelled.
 struct SlowGuard {
     stats: Arc<Stats>,
     done: bool,
@@ -98,28 +123,27 @@ impl ServiceHandler for BackendService {
                 return Err(Status::unimplemented(method));
             }
             let n = this.stats.calls.fetch_add(1, Ordering::SeqCst) as u64 + 1;
-            if request
-                .metadata()
-                .get(ferry::client::retry::RETRY_ATTEMPTS)
-                .is_some()
-            {
+            let meta = request.metadata();
+            if meta.get(ferry::client::retry::RETRY_ATTEMPTS).is_some() {
                 this.stats.retries.fetch_add(1, Ordering::SeqCst);
             }
-            if request
-                .metadata()
-                .get(ferry::client::hedge::HEDGED)
-                .is_some()
-            {
+            let hedge = meta.get(ferry::client::hedge::HEDGED).is_some();
+            let marked = meta.get(SLOW_UNLESS_HEDGED).is_some();
+            if hedge {
                 this.stats.hedged.fetch_add(1, Ordering::SeqCst);
+                if marked {
+                    this.stats.rescued.fetch_add(1, Ordering::SeqCst);
+                }
             }
             this.stats
                 .deadlines
                 .lock()
-                .unwrap()
+                .unwrap_or_else(PoisonError::into_inner)
                 .push((request.deadline(), Instant::now()));
             let b = &this.behavior;
             let every = b.slow_every.load(Ordering::SeqCst);
-            if every > 0 && n.is_multiple_of(every) {
+            let slow = (every > 0 && n.is_multiple_of(every)) || (marked && !hedge);
+            if slow {
                 this.stats.slow_started.fetch_add(1, Ordering::SeqCst);
                 let mut guard = SlowGuard {
                     stats: this.stats.clone(),
@@ -147,23 +171,41 @@ impl ServiceHandler for BackendService {
     }
 }
 
-/// A running backend on `127.0.0.1:0`.
+/// A running backend.
 pub struct Backend {
+    /// Its name (what `Who` answers).
     pub name: String,
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// What it does; change it while the test runs.
     pub behavior: Arc<Behavior>,
+    /// What it saw.
     pub stats: Arc<Stats>,
+    /// The server, until it is shut down or killed.
     pub handle: Option<ServerHandle>,
 }
 
 impl Backend {
-    /// Starts a backend named `name`.
+    /// Starts a backend named `name` on `127.0.0.1:0`.
     pub async fn start(name: &str) -> Backend {
         Backend::start_with(name, |s| s).await
     }
 
-    /// Starts a backend after `configure` adjusts its server (e.g. to register it).
+    /// Starts a backend on `127.0.0.1:0` after `configure` adjusts its server (e.g. to
+    /// register it).
     pub async fn start_with(name: &str, configure: impl FnOnce(Server) -> Server) -> Backend {
+        let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+        Backend::start_at(name, addr, configure)
+            .await
+            .expect("bind loopback")
+    }
+
+    /// Starts a backend on `addr` after `configure` adjusts its server.
+    pub async fn start_at(
+        name: &str,
+        addr: SocketAddr,
+        configure: impl FnOnce(Server) -> Server,
+    ) -> std::io::Result<Backend> {
         let service = BackendService {
             name: Arc::from(name),
             behavior: Arc::default(),
@@ -176,16 +218,17 @@ impl Backend {
                 .add_service(service)
                 .shutdown_grace_period(Duration::from_secs(2)),
         );
-        let handle = server.bind("127.0.0.1:0").await.expect("bind loopback");
-        Backend {
+        let handle = server.bind(addr).await?;
+        Ok(Backend {
             name: name.to_owned(),
             addr: handle.local_addr(),
             behavior,
             stats,
             handle: Some(handle),
-        }
+        })
     }
 
+    /// Calls received so far.
     pub fn calls(&self) -> usize {
         self.stats.calls.load(Ordering::SeqCst)
     }
@@ -232,20 +275,6 @@ pub async fn who(channel: &Channel, meta: Option<(&str, &str)>) -> Result<String
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Polls `check` every 20 ms until it holds or `within` passes; returns whether it held.
-pub async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Runs `total` calls from `concurrency` callers; returns (failures, first error).
 pub async fn load(channel: &Channel, total: usize, concurrency: usize) -> (usize, Option<Status>) {
     let next = Arc::new(AtomicUsize::new(0));
@@ -263,7 +292,10 @@ pub async fn load(channel: &Channel, total: usize, concurrency: usize) -> (usize
             while next.fetch_add(1, Ordering::SeqCst) < total {
                 if let Err(status) = who(&channel, None).await {
                     failures.fetch_add(1, Ordering::SeqCst);
-                    first.lock().unwrap().get_or_insert(status);
+                    first
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get_or_insert(status);
                 }
             }
         }));
@@ -271,90 +303,6 @@ pub async fn load(channel: &Channel, total: usize, concurrency: usize) -> (usize
     for t in tasks {
         t.await.expect("caller task");
     }
-    let first = first.lock().unwrap().take();
+    let first = first.lock().unwrap_or_else(PoisonError::into_inner).take();
     (failures.load(Ordering::SeqCst), first)
-}
-
-/// A free loopback port (bound and released; good enough for tests).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// A single-member etcd on free loopback ports in a temporary directory; killed on drop.
-pub struct Etcd {
-    child: Child,
-    dir: PathBuf,
-    pub endpoint: String,
-}
-
-static ETCD_SEQ: AtomicUsize = AtomicUsize::new(0);
-static ETCD_LOGGED: AtomicBool = AtomicBool::new(false);
-
-impl Etcd {
-    /// Starts etcd and waits until it answers. Fails the test clearly if etcd is missing.
-    pub async fn start() -> Etcd {
-        let binary = std::env::var("FERRY_ETCD").unwrap_or_else(|_| "etcd".to_owned());
-        let dir = std::env::temp_dir().join(format!(
-            "ferry-etcd-{}-{}",
-            std::process::id(),
-            ETCD_SEQ.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create etcd temp dir");
-        let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = std::fs::File::create(dir.join("etcd.log")).expect("create etcd log");
-        let child = Command::new(&binary)
-            .arg("--name=ferry-test")
-            .arg(format!("--data-dir={}", dir.join("data").display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=ferry-test={peer_url}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start `{binary}` ({e}): these tests need etcd 3.4+ on PATH \
-                     (Debian: apt-get install etcd-server, or run scripts/install-test-deps), \
-                     or FERRY_ETCD=/path/to/etcd"
-                )
-            });
-        let mut etcd = Etcd {
-            child,
-            dir,
-            endpoint,
-        };
-        let ready = eventually(PATIENCE, async || {
-            match etcd_client::Client::connect([etcd.endpoint.as_str()], None).await {
-                Ok(mut c) => c.get("probe", None).await.is_ok(),
-                Err(_) => false,
-            }
-        })
-        .await;
-        if !ready {
-            let log = std::fs::read_to_string(etcd.dir.join("etcd.log")).unwrap_or_default();
-            let _ = etcd.child.kill();
-            panic!("etcd did not come up within {PATIENCE:?}; its log:\n{log}");
-        }
-        if !ETCD_LOGGED.swap(true, Ordering::SeqCst) {
-            eprintln!("etcd running at {}", etcd.endpoint);
-        }
-        etcd
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }

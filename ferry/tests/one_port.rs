@@ -1,13 +1,15 @@
 //! Native, gRPC (h2c) and HTTP/1.1 JSON clients hit the same port at the same time.
 
 use ferry::Channel;
-use interop_tests::tonic_pb::CalculateRequest as TonicRequest;
+use ferry_test_support::calculator;
+use ferry_test_support::tonic_calculator::pb::CalculateRequest as TonicRequest;
+use ferry_test_support::{start_echo_calculator, tonic_client};
 
 const CALLS: usize = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_protocols_share_one_port_concurrently() {
-    let server = interop_tests::start_ferry().await;
+    let server = start_echo_calculator().await;
     let addr = server.local_addr();
 
     let native = async {
@@ -34,7 +36,7 @@ async fn three_protocols_share_one_port_concurrently() {
         Ok::<_, ferry::Status>("ferry gRPC")
     };
     let tonic = async {
-        let client = interop_tests::tonic_client(addr).await;
+        let client = tonic_client(addr).await;
         let calls = (0..CALLS).map(|i| {
             let mut client = client.clone();
             async move {

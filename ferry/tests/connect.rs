@@ -1,6 +1,7 @@
 //! HTTP/JSON against the calculator over HTTP/1.1 and HTTP/2: Connect unary calls, REST routes
 //! from `google.api.http`, error shapes and bad input.
 
+use ferry_test_support::start_echo_calculator;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -35,7 +36,7 @@ async fn post(client: &reqwest::Client, url: &str, body: &str) -> (StatusCode, V
 
 #[tokio::test]
 async fn connect_unary_calls() {
-    let server = interop_tests::start_ferry().await;
+    let server = start_echo_calculator().await;
     let base = format!("http://{}", server.local_addr());
     for (name, client) in clients() {
         let url = format!("{base}/calculator.v1.Calculator/Add");
@@ -101,7 +102,7 @@ async fn connect_unary_calls() {
 
 #[tokio::test]
 async fn rest_routes_from_google_api_http() {
-    let server = interop_tests::start_ferry().await;
+    let server = start_echo_calculator().await;
     let base = format!("http://{}", server.local_addr());
     for (name, client) in clients() {
         let (status, body) = post(&client, &format!("{base}/add"), r#"{"a":1,"b":2}"#).await;
@@ -154,7 +155,7 @@ async fn rest_routes_from_google_api_http() {
 
 #[tokio::test]
 async fn bad_input_is_a_clear_400() {
-    let server = interop_tests::start_ferry().await;
+    let server = start_echo_calculator().await;
     let base = format!("http://{}", server.local_addr());
     let client = reqwest::Client::new();
     let cases = [
