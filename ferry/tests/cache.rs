@@ -617,3 +617,39 @@ async fn server_layer_caches_coalesces_and_advertises_max_age() {
     assert_eq!(call(&cached, GET, "c", &[]).await.unwrap().0, "4:c");
     assert_eq!(client_cache.stats().hits, 1);
 }
+
+#[tokio::test]
+async fn each_waiter_keeps_its_own_deadline() {
+    let cache = cache_for_get(Duration::ZERO);
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let start = |deadline: Option<Duration>| {
+        let (cache, gate, calls) = (cache.clone(), gate.clone(), calls.clone());
+        tokio::spawn(async move {
+            let mut request = Request::new(Body::Message(Bytes::from_static(b"k")));
+            request.set_method(GET);
+            if let Some(timeout) = deadline {
+                request.set_timeout(timeout);
+            }
+            cache
+                .call(request, move |_| async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let mut gate = gate;
+                    let _ = gate.wait_for(|open| *open).await;
+                    Ok(Response::new(Body::Message(Bytes::from_static(b"v"))))
+                })
+                .await
+        })
+    };
+    let patient = start(None);
+    assert!(eventually(PATIENCE, async || cache.in_flight() == 1).await);
+    // A caller with a short deadline joins, and gives up alone.
+    let hasty = start(Some(Duration::from_millis(50)));
+    let err = hasty.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded);
+    assert_eq!(cache.in_flight(), 1, "the shared call goes on");
+    let _ = open.send(true);
+    let reply = patient.await.unwrap().unwrap();
+    assert_eq!(reply.into_inner().as_message().unwrap().as_ref(), b"v");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

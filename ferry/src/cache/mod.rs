@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use tower::{Layer, Service, ServiceExt};
 
-use crate::call::{Body, BoxFuture, CallResult, MethodKind};
+use crate::call::{Body, BoxFuture, CallResult, MethodKind, deadline};
 use crate::{Request, Response, Status};
 use coalesce::{Flights, Role};
 use policy::{MethodPolicy, Policy, freshness};
@@ -218,6 +218,7 @@ impl Cache {
         }
         Counters::add(&inner.counters.misses);
         let ttl = method.ttl;
+        let deadline = request.deadline();
         let upstream = {
             let cache = self.clone();
             let key = key.clone();
@@ -234,7 +235,9 @@ impl Cache {
             if let Role::Follower = role {
                 Counters::add(&inner.counters.coalesced);
             }
-            flight.await
+            // Each caller waits no longer than its own deadline; leaving early does not cancel
+            // the shared call for the others.
+            deadline::within(deadline, flight).await
         } else {
             upstream().await
         };
