@@ -94,7 +94,8 @@ impl CacheBuilder {
 
     /// Caches `method` (`/package.Service/Method`) for `ttl` (the per-method opt-in); the
     /// method must be side-effect free, else [`build`](Self::build) fails. A zero `ttl` stores
-    /// nothing but still coalesces identical calls in flight.
+    /// only replies that carry their own `cache-control: max-age=N` (the server decides), and
+    /// still coalesces identical calls in flight.
     pub fn method(mut self, method: impl Into<String>, ttl: Duration) -> CacheBuilder {
         self.methods.push((method.into(), ttl));
         self
