@@ -9,6 +9,8 @@ pub(crate) struct ServiceGenerator {
     pub build_server: bool,
     pub build_client: bool,
     pub descriptor_path: PathBuf,
+    /// Every message and enum, when the JSON mapping is generated.
+    pub json: Option<crate::json::Registry>,
 }
 
 impl prost_build::ServiceGenerator for ServiceGenerator {
@@ -24,14 +26,17 @@ impl prost_build::ServiceGenerator for ServiceGenerator {
         }
         if self.build_server {
             generate_trait(&service, &full_name, &methods, buf);
-            generate_server(&service, &full_name, &methods, buf);
+            generate_server(&service, &full_name, &methods, self.json.as_ref(), buf);
         }
         if self.build_client {
             generate_client(&service, &full_name, &methods, buf);
         }
     }
 
-    fn finalize_package(&mut self, _package: &str, buf: &mut String) {
+    fn finalize_package(&mut self, package: &str, buf: &mut String) {
+        if let Some(registry) = &self.json {
+            registry.generate_package(package, buf);
+        }
         let _ = write!(
             buf,
             "\n/// Encoded `FileDescriptorSet` of every file compiled with this package (for \
@@ -109,7 +114,13 @@ fn generate_trait(service: &Service, full_name: &str, methods: &[&Method], buf: 
     buf.push_str("}\n\n");
 }
 
-fn generate_server(service: &Service, full_name: &str, methods: &[&Method], buf: &mut String) {
+fn generate_server(
+    service: &Service,
+    full_name: &str,
+    methods: &[&Method],
+    json: Option<&crate::json::Registry>,
+    buf: &mut String,
+) {
     let name = &service.name;
     let _ = write!(
         buf,
@@ -182,8 +193,39 @@ impl<T: {name}> ::ferry::ServiceHandler for {name}Server<T> {{
     }
     let _ = write!(
         buf,
-        "            _ => ::ferry::codegen::unimplemented({full_name:?}, method),\n        }}\n    }}\n}}\n\n"
+        "            _ => ::ferry::codegen::unimplemented({full_name:?}, method),\n        }}\n    }}\n"
     );
+    if let Some(registry) = json {
+        generate_json_codecs(methods, registry, buf);
+    }
+    buf.push_str("}\n\n");
+}
+
+/// `ServiceHandler::json_codec`: the generated JSON mapping of each method's messages, for
+/// every method whose messages hold no `google.protobuf.Any` (those keep the reflection path).
+fn generate_json_codecs(methods: &[&Method], registry: &crate::json::Registry, buf: &mut String) {
+    let arms: Vec<String> = methods
+        .iter()
+        .filter(|m| {
+            !registry.holds_any(&m.input_proto_type) && !registry.holds_any(&m.output_proto_type)
+        })
+        .map(|m| {
+            format!(
+                "            {:?} => ::core::option::Option::Some(::ferry::codegen::JsonCodec::of::<{}, {}>()),\n",
+                m.proto_name, m.input_type, m.output_type
+            )
+        })
+        .collect();
+    if arms.is_empty() {
+        return;
+    }
+    buf.push_str(
+        "\n    fn json_codec(&self, method: &str) -> ::core::option::Option<::ferry::codegen::JsonCodec> {\n        match method {\n",
+    );
+    for arm in arms {
+        buf.push_str(&arm);
+    }
+    buf.push_str("            _ => ::core::option::Option::None,\n        }\n    }\n");
 }
 
 fn generate_client(service: &Service, full_name: &str, methods: &[&Method], buf: &mut String) {

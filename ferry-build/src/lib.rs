@@ -6,7 +6,11 @@
 //! - a trait named after the service (`Calculator`) with one async method per rpc (unary,
 //!   client-, server- or bidirectionally streaming);
 //! - `CalculatorServer<T>`, which serves any implementation of that trait;
-//! - `CalculatorClient`, a cloneable typed client over a `ferry::Channel`.
+//! - `CalculatorClient`, a cloneable typed client over a `ferry::Channel`;
+//! - for every message, the canonical proto3 JSON mapping (`ferry::json::ProtoJson`, and
+//!   `serde::Serialize` / `Deserialize`), and for every unary method a `ferry::json::JsonCodec`
+//!   (`ServiceHandler::json_codec`), so HTTP/JSON calls reach the typed handler with no
+//!   reflection. Turn it off with [`Builder::json`].
 //!
 //! ```no_run
 //! // build.rs
@@ -27,6 +31,7 @@
 use std::path::{Path, PathBuf};
 
 mod generator;
+mod json;
 
 /// Compiles `protos` (searching `includes` for imports) with default settings.
 pub fn compile_protos(
@@ -99,6 +104,7 @@ pub fn configure() -> Builder {
         out_dir: None,
         build_server: true,
         build_client: true,
+        json: true,
     }
 }
 
@@ -120,6 +126,7 @@ pub struct Builder {
     out_dir: Option<PathBuf>,
     build_server: bool,
     build_client: bool,
+    json: bool,
 }
 
 /// Protos every build (and [`compile_descriptor_set`]) can import without vendoring them.
@@ -156,6 +163,13 @@ impl Builder {
         self
     }
 
+    /// Whether to generate the JSON mapping of every message and the per-method JSON codecs
+    /// (default: yes). Without it the HTTP/JSON path transcodes by reflection.
+    pub fn json(mut self, enable: bool) -> Builder {
+        self.json = enable;
+        self
+    }
+
     /// Compiles `protos`, searching `includes` for them and their imports.
     pub fn compile(
         self,
@@ -181,17 +195,18 @@ impl Builder {
         let descriptor_path = out_dir.join(DESCRIPTOR_FILE);
         std::fs::write(&descriptor_path, encoded)
             .map_err(|e| Error(format!("cannot write {}: {e}", descriptor_path.display())))?;
+        // The bundled `google.api` files only declare options: describe them, don't generate
+        // them. (prost maps well-known `google.protobuf` types to `prost_types` by itself.)
+        let mut to_generate = fds.clone();
+        to_generate
+            .file
+            .retain(|f| !f.name().starts_with("google/api/"));
         let generator = generator::ServiceGenerator {
             build_server: self.build_server,
             build_client: self.build_client,
             descriptor_path,
+            json: self.json.then(|| json::Registry::new(&fds, &to_generate)),
         };
-        // The bundled `google.api` files only declare options: describe them, don't generate
-        // them. (prost maps well-known `google.protobuf` types to `prost_types` by itself.)
-        let mut to_generate = fds;
-        to_generate
-            .file
-            .retain(|f| !f.name().starts_with("google/api/"));
         prost_build::Config::new()
             .out_dir(&out_dir)
             .service_generator(Box::new(generator))

@@ -10,6 +10,8 @@ use crate::call::{Body, BoxFuture, CallResult, MessageStream, StreamItem, Stream
 use crate::{Request, Response, Status};
 
 pub use crate::call::MethodKind;
+pub use crate::json::codegen as json;
+pub use crate::json::{JsonCodec, ProtoJson};
 pub use bytes;
 pub use prost;
 

@@ -1,7 +1,23 @@
-//! Canonical proto3 JSON as Ferry's HTTP/JSON protocol writes it, for tools that render
-//! messages the same way (the `ferry` CLI does).
+//! Canonical proto3 JSON as Ferry's HTTP/JSON protocol writes it, two ways that agree byte for
+//! byte:
+//!
+//! - by reflection, for any message a descriptor pool describes: [`to_vec`] and [`to_value`]
+//!   over a prost-reflect `DynamicMessage` (what tools such as the `ferry` CLI use, and the
+//!   HTTP path for services without generated code);
+//! - straight from and into generated structs, with no reflection: [`encode`] and [`decode`]
+//!   over any [`ProtoJson`] message (`ferry-build` implements it for every message), and the
+//!   per-method [`JsonCodec`] a generated service hands the HTTP/JSON path.
 
 use prost_reflect::{DynamicMessage, SerializeOptions};
+
+#[doc(hidden)]
+pub mod codegen;
+mod typed;
+mod wkt;
+
+pub use typed::{
+    JsonCodec, ProtoJson, decode, decode_request, decode_request_value, encode, encode_response,
+};
 
 /// Renders `message` in the canonical proto3 JSON mapping, writing whole-number doubles as
 /// integers (`3`, not `3.0`), as Go's protojson and Connect peers do.
@@ -48,7 +64,12 @@ impl serde_json::ser::Formatter for WholeNumbers {
     }
 
     fn write_f32<W: ?Sized + std::io::Write>(&mut self, w: &mut W, v: f32) -> std::io::Result<()> {
-        self.write_f64(w, f64::from(v))
+        if v.fract() == 0.0 && f64::from(v).abs() < EXACT {
+            self.write_i64(w, v as i64)
+        } else {
+            // The shortest text that reads back as this f32 (`0.1`, not `0.10000000149011612`).
+            serde_json::ser::CompactFormatter.write_f32(w, v)
+        }
     }
 }
 
@@ -66,5 +87,9 @@ mod tests {
             String::from_utf8(out).unwrap(),
             r#"{"a":3,"b":[0.5,-2,1e+300],"c":"3.0","d":0}"#
         );
+        let mut out = Vec::new();
+        let mut serializer = serde_json::Serializer::with_formatter(&mut out, WholeNumbers);
+        serde::Serialize::serialize(&[0.1f32, 2.0, -1.5e-7], &mut serializer).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "[0.1,2,-1.5e-7]");
     }
 }

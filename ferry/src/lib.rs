@@ -21,6 +21,8 @@
 //!   [`outlier`](client::outlier) ejection and health probes; see `docs/microservices.md`.
 //! - [`discovery`]: static lists, DNS, and etcd (cargo feature `etcd`).
 //! - [`services`]: the built-in [`health`](services::health) and reflection services.
+//! - [`cache`]: response caching and request coalescing for side-effect-free methods, on
+//!   the client and as a server layer.
 //! - [`json`]: canonical proto3 JSON.
 //! - Security: [`tls`] (rustls, mTLS, certificate reload; the `tls` feature) and [`auth`]
 //!   (authenticators, per-method policy, client credentials as tower layers; JWT behind the
@@ -37,6 +39,7 @@
 extern crate self as ferry;
 
 pub mod auth;
+pub mod cache;
 pub mod call;
 pub mod client;
 mod connect;

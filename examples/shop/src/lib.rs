@@ -8,10 +8,18 @@
 //!
 //! Discovery is either a static list ([`Backends::Static`]) or etcd ([`Backends::Etcd`]), where
 //! each server registers itself with `Server::register`.
+//!
+//! Price lookups are cached and coalesced by the front ([`pricing_cache`]): `Pricing.Price` is
+//! marked `idempotency_level = NO_SIDE_EFFECTS`, so identical lookups in flight share one call
+//! and answers are reused for [`PRICE_TTL`]. Unknown items are remembered for
+//! [`NOT_FOUND_TTL`].
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use calculator::pb::{CalculateRequest, CalculatorClient};
+use ferry::cache::Cache;
 use ferry::client::hedge::HedgeConfig;
 use ferry::discovery::EtcdRegistry;
 use ferry::{Channel, Request, Response, Server, ServerHandle, Status};
@@ -32,15 +40,53 @@ pub const PRICING: &str = "shop.v1.Pricing";
 /// Timeout of calls without a deadline of their own, on every channel the shop builds.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long the front reuses a price.
+pub const PRICE_TTL: Duration = Duration::from_secs(10);
+
+/// How long the front remembers that the catalog lacks an item.
+pub const NOT_FOUND_TTL: Duration = Duration::from_secs(1);
+
+/// The front's cache of price lookups: `Pricing.Price` (the catalog's only, side-effect-free
+/// method) for [`PRICE_TTL`], `NOT_FOUND` for [`NOT_FOUND_TTL`], identical lookups in flight
+/// coalesced.
+pub fn pricing_cache() -> Cache {
+    Cache::builder()
+        .side_effect_free(pb::PricingClient::SIDE_EFFECT_FREE_METHODS)
+        .ttl(PRICE_TTL)
+        .negative_ttl(NOT_FOUND_TTL)
+        .max_entries(10_000)
+        .build()
+        .expect("Pricing.Price is side-effect free")
+}
+
 /// The catalog.
 #[derive(Debug, Default, Clone)]
-pub struct PricingService;
+pub struct PricingService {
+    /// How long each lookup takes (a stand-in for a database query).
+    pub latency: Duration,
+    /// Lookups served.
+    pub lookups: Arc<AtomicU64>,
+}
+
+impl PricingService {
+    /// A catalog whose lookups take `latency`.
+    pub fn with_latency(latency: Duration) -> PricingService {
+        PricingService {
+            latency,
+            lookups: Arc::default(),
+        }
+    }
+}
 
 impl pb::Pricing for PricingService {
     async fn price(
         &self,
         request: Request<PriceRequest>,
     ) -> Result<Response<PriceResponse>, Status> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
         let item = request.into_inner().item;
         let unit_price = match item.as_str() {
             "apple" => 0.5,
@@ -148,8 +194,15 @@ pub enum Backends {
 }
 
 impl Backends {
-    /// Builds the front's two balanced channels; `Multiply` is hedged.
+    /// Builds the front's two balanced channels; `Multiply` is hedged, prices are cached
+    /// ([`pricing_cache`]).
     pub fn channels(&self) -> Result<(Channel, Channel), Status> {
+        self.channels_with(Some(pricing_cache()))
+    }
+
+    /// [`Backends::channels`] with the pricing channel answering from `cache` (none: every
+    /// lookup goes to the catalog).
+    pub fn channels_with(&self, cache: Option<Cache>) -> Result<(Channel, Channel), Status> {
         let calculator = match self {
             Backends::Static { calculators, .. } => Channel::builder(calculators.as_str()),
             Backends::Etcd(registry) => {
@@ -171,10 +224,13 @@ impl Backends {
             )
             .lazy()?;
         // Balanced even for a single address, so retries and ejection apply.
-        let pricing = pricing
+        let mut pricing = pricing
             .timeout(DEFAULT_TIMEOUT)
-            .retry(ferry::client::retry::RetryConfig::default())
-            .lazy()?;
+            .retry(ferry::client::retry::RetryConfig::default());
+        if let Some(cache) = cache {
+            pricing = pricing.cache(cache);
+        }
+        let pricing = pricing.lazy()?;
         Ok((calculator, pricing))
     }
 }
@@ -201,13 +257,33 @@ pub async fn start_pricing(
     addr: &str,
     registry: Option<&EtcdRegistry>,
 ) -> std::io::Result<ServerHandle> {
-    let server = Server::builder().add_service(pb::PricingServer::new(PricingService));
+    start_pricing_with(addr, registry, PricingService::default()).await
+}
+
+/// Serves `pricing` on `addr` (registered in etcd if `registry` is given).
+pub async fn start_pricing_with(
+    addr: &str,
+    registry: Option<&EtcdRegistry>,
+    pricing: PricingService,
+) -> std::io::Result<ServerHandle> {
+    let server = Server::builder().add_service(pb::PricingServer::new(pricing));
     maybe_register(server, registry).bind(addr).await
 }
 
-/// Serves the front on `addr`, calling the backends `backends` names.
+/// Serves the front on `addr`, calling the backends `backends` names, with prices cached.
 pub async fn start_front(addr: &str, backends: &Backends) -> std::io::Result<ServerHandle> {
-    let (calculator, pricing) = backends.channels().map_err(std::io::Error::other)?;
+    start_front_with(addr, backends, Some(pricing_cache())).await
+}
+
+/// Serves the front on `addr`; price lookups answered from `cache` when there is one.
+pub async fn start_front_with(
+    addr: &str,
+    backends: &Backends,
+    cache: Option<Cache>,
+) -> std::io::Result<ServerHandle> {
+    let (calculator, pricing) = backends
+        .channels_with(cache)
+        .map_err(std::io::Error::other)?;
     let front = Front::new(calculator, pricing);
     let server = Server::builder().add_service(pb::ShopServer::new(front));
     let registry = match backends {
@@ -226,6 +302,10 @@ pub struct Demo {
     pub pricing: ServerHandle,
     /// The front; call it at `front.local_addr()`.
     pub front: ServerHandle,
+    /// Lookups the pricing service has served.
+    pub pricing_lookups: Arc<AtomicU64>,
+    /// The front's cache of price lookups.
+    pub price_cache: Cache,
 }
 
 impl Demo {
@@ -236,7 +316,9 @@ impl Demo {
         for _ in 0..3 {
             calculators.push(start_calculator("127.0.0.1:0", registry).await?);
         }
-        let pricing = start_pricing("127.0.0.1:0", registry).await?;
+        let service = PricingService::default();
+        let pricing_lookups = service.lookups.clone();
+        let pricing = start_pricing_with("127.0.0.1:0", registry, service).await?;
         let backends = match registry {
             Some(registry) => Backends::Etcd(Box::new(registry.clone())),
             None => {
@@ -250,11 +332,14 @@ impl Demo {
                 }
             }
         };
-        let front = start_front("127.0.0.1:0", &backends).await?;
+        let price_cache = pricing_cache();
+        let front = start_front_with("127.0.0.1:0", &backends, Some(price_cache.clone())).await?;
         Ok(Demo {
             calculators,
             pricing,
             front,
+            pricing_lookups,
+            price_cache,
         })
     }
 

@@ -4,8 +4,8 @@
 //! shop demo                                    # everything in one process, static discovery
 //! shop demo --etcd http://127.0.0.1:2379       # the same, registered in and discovered from etcd
 //! shop calculator --listen 127.0.0.1:7001 [--etcd URL]
-//! shop pricing --listen 127.0.0.1:7100 [--etcd URL]
-//! shop front --listen 127.0.0.1:7000 --calculators ferry://127.0.0.1:7001,127.0.0.1:7002 --pricing ferry://127.0.0.1:7100
+//! shop pricing --listen 127.0.0.1:7100 [--etcd URL] [--latency-ms 1]
+//! shop front --listen 127.0.0.1:7000 --calculators ferry://127.0.0.1:7001,127.0.0.1:7002 --pricing ferry://127.0.0.1:7100 [--no-cache]
 //! shop front --listen 127.0.0.1:7000 --etcd http://127.0.0.1:2379
 //! shop quote --target 127.0.0.1:7000 coffee 3
 //! ```
@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ferry::discovery::EtcdRegistry;
-use shop::{Backends, Demo, pb};
+use shop::{Backends, Demo, PricingService, pb};
 
 /// Ferry's multi-service example.
 #[derive(Parser)]
@@ -49,6 +49,9 @@ enum Command {
         /// Register in etcd at these endpoints (comma separated).
         #[arg(long)]
         etcd: Option<String>,
+        /// How long each lookup takes, in milliseconds (a stand-in for a database query).
+        #[arg(long, default_value_t = 0.0)]
+        latency_ms: f64,
     },
     /// Serves the front, which calls the calculators and pricing.
     Front {
@@ -64,6 +67,9 @@ enum Command {
         /// Discover (and register) through etcd at these endpoints instead.
         #[arg(long)]
         etcd: Option<String>,
+        /// Send every price lookup to the pricing service (no cache, no coalescing).
+        #[arg(long)]
+        no_cache: bool,
     },
     /// Asks the front for a quote.
     Quote {
@@ -135,6 +141,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             if let Err(status) = missing {
                 println!("unicorn: {status}");
             }
+            let stats = demo.price_cache.stats();
+            println!(
+                "price cache: {} hits, {} misses, {} lookups served by pricing",
+                stats.hits,
+                stats.misses,
+                demo.pricing_lookups
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            );
             demo.shutdown().await?;
             println!("demo OK");
         }
@@ -142,15 +156,28 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             let registry = registry(etcd.as_deref()).await?;
             serve_until_signal(shop::start_calculator(&listen, registry.as_ref()).await?).await?;
         }
-        Command::Pricing { listen, etcd } => {
+        Command::Pricing {
+            listen,
+            etcd,
+            latency_ms,
+        } => {
             let registry = registry(etcd.as_deref()).await?;
-            serve_until_signal(shop::start_pricing(&listen, registry.as_ref()).await?).await?;
+            let latency = std::time::Duration::from_secs_f64(latency_ms.max(0.0) / 1000.0);
+            let pricing = PricingService::with_latency(latency);
+            let lookups = pricing.lookups.clone();
+            let handle = shop::start_pricing_with(&listen, registry.as_ref(), pricing).await?;
+            serve_until_signal(handle).await?;
+            println!(
+                "pricing: {} lookups",
+                lookups.load(std::sync::atomic::Ordering::Relaxed)
+            );
         }
         Command::Front {
             listen,
             calculators,
             pricing,
             etcd,
+            no_cache,
         } => {
             let backends = match (registry(etcd.as_deref()).await?, calculators, pricing) {
                 (Some(registry), _, _) => Backends::Etcd(Box::new(registry)),
@@ -160,7 +187,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 },
                 _ => return Err("give --calculators and --pricing, or --etcd".into()),
             };
-            serve_until_signal(shop::start_front(&listen, &backends).await?).await?;
+            let cache = (!no_cache).then(shop::pricing_cache);
+            let handle = shop::start_front_with(&listen, &backends, cache.clone()).await?;
+            serve_until_signal(handle).await?;
+            if let Some(cache) = cache {
+                let stats = cache.stats();
+                println!(
+                    "price cache: {} hits, {} misses ({} coalesced), hit rate {:.2} %",
+                    stats.hits,
+                    stats.misses,
+                    stats.coalesced,
+                    stats.hit_rate() * 100.0
+                );
+            }
         }
         Command::Quote {
             target,

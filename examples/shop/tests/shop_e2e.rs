@@ -43,6 +43,43 @@ async fn quotes_with_static_discovery() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn price_lookups_are_cached_and_coalesced() {
+    let demo = Demo::start(None).await.unwrap();
+    let client = client(&demo);
+    let lookups = || {
+        demo.pricing_lookups
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    // 20 identical quotes at once: one lookup, the rest joined it or hit the cache.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(
+            async move { quote(&client, "coffee", 3).await },
+        ));
+    }
+    for task in tasks {
+        let total = task.await.unwrap().unwrap();
+        assert!((total - 11.7).abs() < 1e-9, "{total}");
+    }
+    assert_eq!(lookups(), 1);
+    for _ in 0..10 {
+        quote(&client, "book", 1).await.unwrap();
+    }
+    assert_eq!(lookups(), 2);
+    // NOT_FOUND is remembered briefly, too.
+    for _ in 0..3 {
+        let status = quote(&client, "unicorn", 1).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+    }
+    assert_eq!(lookups(), 3);
+    let stats = demo.price_cache.stats();
+    assert_eq!(stats.misses, 3 + stats.coalesced, "{stats:?}");
+    assert_eq!(stats.hits + stats.misses, 33, "{stats:?}");
+    demo.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotes_with_etcd_discovery() {
     let etcd = Etcd::start().await;
     let registry = EtcdRegistry::connect([etcd.endpoint.as_str()])

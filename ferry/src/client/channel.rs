@@ -13,6 +13,7 @@ use super::endpoint::{Endpoint, EndpointConfig};
 use super::hedge::HedgeConfig;
 use super::outlier::{HealthCheck, OutlierConfig};
 use super::retry::{RetryBudget, RetryConfig};
+use crate::cache::Cache;
 use crate::call::{
     Body, BoxFuture, BoxService, CallResult, MessageStream, MethodKind, StreamItem, Streaming,
 };
@@ -42,6 +43,7 @@ struct Inner {
     timeout: Option<Duration>,
     service: BoxService,
     endpoint: Option<Endpoint>,
+    cache: Option<Cache>,
 }
 
 /// Configures a [`Channel`] before it connects.
@@ -51,6 +53,7 @@ pub struct ChannelBuilder {
     timeout: Option<Duration>,
     endpoint: EndpointConfig,
     cluster: super::cluster::ClusterConfig,
+    cache: Option<Cache>,
 }
 
 impl ChannelBuilder {
@@ -148,6 +151,25 @@ impl ChannelBuilder {
         self
     }
 
+    /// Answers calls to the side-effect-free methods `cache` covers from it, and coalesces
+    /// identical calls in flight; every other call is unaffected. Keep a clone of the cache to
+    /// read its [`stats`](Cache::stats); clones of the channel share it.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), ferry::Status> {
+    /// use std::time::Duration;
+    /// let cache = ferry::cache::Cache::builder()
+    ///     .side_effect_free(&["/shop.v1.Pricing/Price"]) // PricingClient::SIDE_EFFECT_FREE_METHODS
+    ///     .ttl(Duration::from_secs(5))
+    ///     .build()?;
+    /// let channel = ferry::Channel::builder("ferry://127.0.0.1:7100").cache(cache).lazy()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cache(mut self, cache: Cache) -> ChannelBuilder {
+        self.cache = Some(cache);
+        self
+    }
+
     /// Builds the channel without connecting; the first call connects.
     ///
     /// A balanced channel (a comma list of addresses, a [`discovery`](Self::discovery), or any
@@ -161,6 +183,7 @@ impl ChannelBuilder {
                     timeout: self.timeout,
                     service,
                     endpoint: None,
+                    cache: self.cache,
                 }),
             });
         }
@@ -171,6 +194,7 @@ impl ChannelBuilder {
                 timeout: self.timeout,
                 service: BoxService::new(endpoint.clone()),
                 endpoint: Some(endpoint),
+                cache: self.cache,
             }),
         })
     }
@@ -195,6 +219,7 @@ impl Channel {
             timeout: None,
             endpoint: EndpointConfig::default(),
             cluster: super::cluster::ClusterConfig::default(),
+            cache: None,
         }
     }
 
@@ -223,6 +248,7 @@ impl Channel {
                 timeout: None,
                 service: super::cluster::build(discovery, EndpointConfig::default(), &config),
                 endpoint: None,
+                cache: None,
             }),
         }
     }
@@ -240,6 +266,7 @@ impl Channel {
                 timeout: None,
                 service,
                 endpoint: None,
+                cache: None,
             }),
         }
     }
@@ -256,6 +283,23 @@ impl Channel {
         {
             request.set_timeout(timeout);
         }
+        if let Some(cache) = &self.inner.cache
+            && cache.caches(request.method())
+        {
+            let channel = self.clone();
+            let next = move |request| async move { channel.call_uncached(request).await };
+            return cache.call(request, next).await;
+        }
+        self.call_uncached(request).await
+    }
+
+    /// The cache this channel answers from, if it was built with one.
+    pub fn cache(&self) -> Option<&Cache> {
+        self.inner.cache.as_ref()
+    }
+
+    /// One call past the cache.
+    async fn call_uncached(&self, request: Request<Body>) -> CallResult {
         match &self.inner.endpoint {
             // The common case skips the boxed service.
             Some(endpoint) => endpoint.call(request).await,

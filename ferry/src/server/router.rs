@@ -24,6 +24,15 @@ pub trait ServiceHandler: Send + Sync + 'static {
 
     /// Handles one call to `method` (the bare method name, e.g. `Add`).
     fn call(&self, method: &str, request: Request<Body>) -> BoxFuture<CallResult>;
+
+    /// JSON ⇄ protobuf transcoding for `method` (the bare method name) through its generated
+    /// message structs, so the HTTP/JSON path needs no reflection; `None` (the default, and for
+    /// methods whose messages hold `google.protobuf.Any`) keeps the reflection path. See
+    /// [`JsonCodec`](crate::json::JsonCodec) for how a server calls it.
+    fn json_codec(&self, method: &str) -> Option<crate::json::JsonCodec> {
+        let _ = method;
+        None
+    }
 }
 
 /// One registered method.

@@ -165,6 +165,7 @@ fn descriptor_set_describes_both_services_and_the_import() {
         vec![
             ("Inventory", vec!["PutItem", "Match", "Watch"]),
             ("Audit", vec!["Record", "Now"]),
+            ("Shaper", vec!["Echo", "Wrap"]),
         ]
     );
     assert_eq!(InventoryClient::SERVICE_NAME, "fixture.v1.Inventory");
