@@ -9,6 +9,7 @@ use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor, Seria
 
 use super::rest::{set_path, url_query};
 use crate::Status;
+use crate::json::JsonCodec;
 
 /// How a Connect message is encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,28 +31,68 @@ impl Codec {
     /// One request message as protobuf.
     pub(crate) fn decode(
         self,
-        desc: &MessageDescriptor,
+        method: &Transcoder,
         data: Bytes,
         reject_unknown: bool,
     ) -> Result<Bytes, Status> {
         match self {
             Codec::Proto => Ok(data),
-            Codec::Json => json_to_proto(desc, &data, "*", &[], "", reject_unknown),
+            Codec::Json => method.to_proto(&data, "*", &[], "", reject_unknown),
         }
     }
 
     /// One reply message from protobuf.
-    pub(crate) fn encode(self, desc: &MessageDescriptor, data: Bytes) -> Result<Bytes, Status> {
+    pub(crate) fn encode(self, method: &Transcoder, data: Bytes) -> Result<Bytes, Status> {
         match self {
             Codec::Proto => Ok(data),
-            Codec::Json => proto_to_json(desc, data),
+            Codec::Json => method.to_json(data),
+        }
+    }
+}
+
+/// JSON ⇄ protobuf for one method: the generated codec when the service has one (straight into
+/// and out of the generated structs), else prost-reflect over the descriptors.
+#[derive(Clone)]
+pub(crate) struct Transcoder {
+    pub(crate) input: MessageDescriptor,
+    pub(crate) output: MessageDescriptor,
+    pub(crate) generated: Option<JsonCodec>,
+}
+
+impl Transcoder {
+    /// The request as protobuf, from a JSON body, path captures and query parameters.
+    pub(crate) fn to_proto(
+        &self,
+        body: &[u8],
+        body_field: &str,
+        captures: &[(String, String)],
+        query: &str,
+        reject_unknown: bool,
+    ) -> Result<Bytes, Status> {
+        json_to_proto(
+            &self.input,
+            self.generated.as_ref(),
+            body,
+            body_field,
+            captures,
+            query,
+            reject_unknown,
+        )
+    }
+
+    /// The reply as JSON.
+    pub(crate) fn to_json(&self, bytes: Bytes) -> Result<Bytes, Status> {
+        match &self.generated {
+            Some(codec) => (codec.encode_response)(&bytes),
+            None => proto_to_json(&self.output, bytes),
         }
     }
 }
 
 /// Builds the encoded request from a JSON body, path captures and query parameters.
-pub(super) fn json_to_proto(
+fn json_to_proto(
     desc: &MessageDescriptor,
+    generated: Option<&JsonCodec>,
     body: &[u8],
     body_field: &str,
     captures: &[(String, String)],
@@ -68,6 +109,9 @@ pub(super) fn json_to_proto(
     if whole_body && let Some(&first) = body.iter().find(|b| !b.is_ascii_whitespace()) {
         if first != b'{' {
             return Err(invalid(&"the body must be a JSON object"));
+        }
+        if let Some(codec) = generated {
+            return (codec.decode_request)(body, reject_unknown);
         }
         let mut parser = serde_json::Deserializer::from_slice(body);
         let message = DynamicMessage::deserialize_with_options(desc.clone(), &mut parser, &options)
@@ -100,6 +144,9 @@ pub(super) fn json_to_proto(
             set_path(&mut object, desc, &key, serde_json::Value::String(text))?;
         }
     }
+    if let Some(codec) = generated {
+        return (codec.decode_request_value)(serde_json::Value::Object(object), reject_unknown);
+    }
     let message = DynamicMessage::deserialize_with_options(
         desc.clone(),
         serde_json::Value::Object(object),
@@ -110,7 +157,7 @@ pub(super) fn json_to_proto(
 }
 
 /// Renders an encoded message as canonical proto3 JSON.
-pub(super) fn proto_to_json(desc: &MessageDescriptor, bytes: Bytes) -> Result<Bytes, Status> {
+fn proto_to_json(desc: &MessageDescriptor, bytes: Bytes) -> Result<Bytes, Status> {
     let message = DynamicMessage::decode(desc.clone(), bytes).map_err(|e| {
         Status::internal(format!(
             "the handler's {} did not decode: {e}",

@@ -30,6 +30,7 @@ use prost_reflect::{DescriptorPool, MethodDescriptor, Value};
 use crate::call::{MethodKind, deadline};
 use crate::http::HttpContext;
 use crate::http::body::{ReplyBody, reply_body};
+use crate::server::Router;
 use crate::{Code, Status};
 use rest::RestRoute;
 
@@ -49,6 +50,8 @@ pub(crate) struct JsonGateway {
 #[derive(Clone)]
 struct Target {
     method: MethodDescriptor,
+    /// JSON ⇄ protobuf for the method.
+    json: codec::Transcoder,
     path: Cow<'static, str>,
     kind: MethodKind,
     /// Marked `idempotency_level = NO_SIDE_EFFECTS`: unary ones may be called with `GET`.
@@ -56,21 +59,18 @@ struct Target {
 }
 
 impl JsonGateway {
-    /// Builds the gateway for `services` (full names) described in `pool`.
-    pub(crate) fn new(
-        pool: &DescriptorPool,
-        services: &[&str],
-        reject_unknown: bool,
-    ) -> JsonGateway {
+    /// Builds the gateway for every service of `router`, described in `pool`.
+    pub(crate) fn new(pool: &DescriptorPool, router: &Router, reject_unknown: bool) -> JsonGateway {
         let mut gateway = JsonGateway {
             reject_unknown,
             ..JsonGateway::default()
         };
         let http_rule = pool.get_extension_by_name("google.api.http");
-        for name in services {
+        for name in router.service_names() {
             let Some(service) = pool.get_service_by_name(name) else {
                 continue;
             };
+            let handler = router.service(name);
             for method in service.methods() {
                 let path = crate::call::join(service.full_name(), method.name());
                 let kind = MethodKind::from_streaming(
@@ -85,9 +85,15 @@ impl JsonGateway {
                         o.idempotency_level()
                             == prost_types::method_options::IdempotencyLevel::NoSideEffects
                     });
+                let json = codec::Transcoder {
+                    input: method.input(),
+                    output: method.output(),
+                    generated: handler.and_then(|h| h.json_codec(method.name())),
+                };
                 let target = Target {
                     path: Cow::Borrowed(crate::call::intern(&path)),
                     method,
+                    json,
                     kind,
                     side_effect_free,
                 };

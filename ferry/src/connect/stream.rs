@@ -9,7 +9,6 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::{HeaderValue, Method, StatusCode};
 use http_body::Frame;
-use prost_reflect::MessageDescriptor;
 
 use super::codec::Codec;
 use super::{Target, connect_deadline, error_json, media_type, not_allowed, unsupported_media};
@@ -69,7 +68,7 @@ pub(super) async fn serve(
     let decode = Decode {
         codec,
         compression,
-        input: target.method.input(),
+        json: target.json.clone(),
         limit: ctx.max_message_size,
         reject_unknown: ctx.json.reject_unknown,
     };
@@ -112,7 +111,7 @@ async fn one_message(messages: &mut MessageStream) -> Result<Bytes, Status> {
 struct Decode {
     codec: Codec,
     compression: Compression,
-    input: MessageDescriptor,
+    json: super::codec::Transcoder,
     limit: usize,
     reject_unknown: bool,
 }
@@ -134,7 +133,7 @@ impl Decode {
         } else {
             payload
         };
-        self.codec.decode(&self.input, payload, self.reject_unknown)
+        self.codec.decode(&self.json, payload, self.reject_unknown)
     }
 }
 
@@ -212,10 +211,10 @@ impl Reply {
         };
         let (metadata, body, trailers) = response.into_wire_parts();
         let codec = self.codec;
-        let output = target.method.output();
+        let json = target.json.clone();
         let messages = body.into_stream().map(move |item| match item {
             Ok(StreamItem::Message(message)) => {
-                codec.encode(&output, message).map(StreamItem::Message)
+                codec.encode(&json, message).map(StreamItem::Message)
             }
             other => other,
         });

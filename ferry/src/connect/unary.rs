@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 
-use super::codec::{Codec, json_to_proto, proto_to_json};
+use super::codec::Codec;
 use super::rest::match_template;
 use super::{Target, connect_deadline, fail, media_type, not_allowed, unsupported_media};
 use crate::call::{Body, MethodKind, Protocol};
@@ -101,7 +101,7 @@ pub(super) async fn serve(
         Err(status) => return fail(status),
     };
     let query = parts.uri.query().unwrap_or("");
-    let desc = route.target.method.input();
+    let transcoder = &route.target.json;
     let reject = json.reject_unknown;
     let input = match (format, route.body.as_str()) {
         (Format::Codec(Codec::Proto), "*") => Ok(data),
@@ -115,9 +115,9 @@ pub(super) async fn serve(
             } else {
                 format!("{query}&{form}")
             };
-            json_to_proto(&desc, &[], "", &captures, &query, reject)
+            transcoder.to_proto(&[], "", &captures, &query, reject)
         }
-        (_, field) => json_to_proto(&desc, &data, field, &captures, query, reject),
+        (_, field) => transcoder.to_proto(&data, field, &captures, query, reject),
     };
     match input {
         Ok(input) => {
@@ -164,16 +164,16 @@ async fn call_post(
         Ok(data) => data,
         Err(status) => return fail(status),
     };
-    let desc = target.method.input();
+    let transcoder = &target.json;
     let reject = ctx.json.reject_unknown;
     let input = match format {
-        Format::Codec(codec) => codec.decode(&desc, data, reject),
+        Format::Codec(codec) => codec.decode(transcoder, data, reject),
         Format::Form if data.trim_ascii_start().starts_with(b"{") => {
-            Codec::Json.decode(&desc, data, reject)
+            Codec::Json.decode(transcoder, data, reject)
         }
         Format::Form => {
             let form = String::from_utf8_lossy(&data).into_owned();
-            json_to_proto(&desc, &[], "", &[], &form, reject)
+            transcoder.to_proto(&[], "", &[], &form, reject)
         }
     };
     match input {
@@ -248,7 +248,7 @@ async fn call_get(
         Ok(data) => data,
         Err(status) => return fail(status),
     };
-    let input = match codec.decode(&target.method.input(), data, ctx.json.reject_unknown) {
+    let input = match codec.decode(&target.json, data, ctx.json.reject_unknown) {
         Ok(input) => input,
         Err(status) => return fail(status),
     };
@@ -314,12 +314,10 @@ async fn dispatch(
     };
     let (bytes, content_type) = match format {
         Format::Codec(Codec::Proto) => (output, "application/proto"),
-        Format::Codec(Codec::Json) | Format::Form => {
-            match proto_to_json(&target.method.output(), output) {
-                Ok(json) => (json, "application/json"),
-                Err(status) => return fail(status),
-            }
-        }
+        Format::Codec(Codec::Json) | Format::Form => match target.json.to_json(output) {
+            Ok(json) => (json, "application/json"),
+            Err(status) => return fail(status),
+        },
     };
     // Without an accept-encoding the client accepts what it sent.
     let accept = parts

@@ -759,7 +759,23 @@ pub trait ReadFields: Default {
     ) -> Result<bool, A::Error>;
 }
 
-/// Reads a generated message from a JSON object, refusing unknown members.
+thread_local! {
+    /// Whether JSON members no field has are refused (the default) or skipped; set around one
+    /// decode by [`with_unknown_fields`].
+    static REJECT_UNKNOWN: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Runs `decode` with unknown JSON members refused (`reject`) or skipped, for every message it
+/// reads, nested ones included.
+pub fn with_unknown_fields<T>(reject: bool, decode: impl FnOnce() -> T) -> T {
+    let before = REJECT_UNKNOWN.with(|flag| flag.replace(reject));
+    let result = decode();
+    REJECT_UNKNOWN.with(|flag| flag.set(before));
+    result
+}
+
+/// Reads a generated message from a JSON object, refusing unknown members (or skipping them
+/// inside [`with_unknown_fields`]`(false, …)`).
 pub fn read_message<'de, T: ReadFields, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
     struct MessageVisitor<T>(PhantomData<T>);
     impl<'de, T: ReadFields> Visitor<'de> for MessageVisitor<T> {
@@ -771,10 +787,13 @@ pub fn read_message<'de, T: ReadFields, D: Deserializer<'de>>(d: D) -> Result<T,
             let mut message = T::default();
             while let Some(key) = map.next_key::<Key<'de>>()? {
                 if !message.read_field(key.as_str(), &mut map)? {
-                    return Err(de::Error::custom(format!(
-                        "unrecognized field name '{}'",
-                        key.as_str()
-                    )));
+                    if REJECT_UNKNOWN.with(std::cell::Cell::get) {
+                        return Err(de::Error::custom(format!(
+                            "unrecognized field name '{}'",
+                            key.as_str()
+                        )));
+                    }
+                    map.next_value::<de::IgnoredAny>()?;
                 }
             }
             Ok(message)

@@ -93,10 +93,10 @@ pub fn decode<T: ProtoJson>(json: &[u8]) -> Result<T, serde_json::Error> {
 /// # fn demo(handler: &dyn ferry::ServiceHandler, body: &[u8], tree: serde_json::Value) -> Result<(), ferry::Status> {
 /// if let Some(codec) = handler.json_codec("Add") {
 ///     // A whole-message JSON body (Connect unary POST, REST `body: "*"` with no captures):
-///     let request: bytes::Bytes = (codec.decode_request)(body)?;
+///     let request: bytes::Bytes = (codec.decode_request)(body, false)?;
 ///     // A REST call whose fields come from the path, the query and the body, assembled as
 ///     // one JSON object first:
-///     let request: bytes::Bytes = (codec.decode_request_value)(tree)?;
+///     let request: bytes::Bytes = (codec.decode_request_value)(tree, false)?;
 ///     // …dispatch `request`; then the encoded reply becomes the JSON body:
 ///     let json: bytes::Bytes = (codec.encode_response)(&request)?;
 /// }
@@ -110,13 +110,14 @@ pub struct JsonCodec {
     pub request_type: &'static str,
     /// The response message's full name.
     pub response_type: &'static str,
-    /// A JSON request body → the encoded protobuf request. An empty (all-whitespace) body is
-    /// the default message. Errors are `INVALID_ARGUMENT`, worded as the reflection path's
+    /// A JSON request body → the encoded protobuf request; the flag says whether members no
+    /// field has are refused (else skipped). An empty (all-whitespace) body is the default
+    /// message. Errors are `INVALID_ARGUMENT`, worded as the reflection path's
     /// (`invalid JSON for <type>: …`).
-    pub decode_request: fn(&[u8]) -> Result<Bytes, Status>,
+    pub decode_request: fn(&[u8], bool) -> Result<Bytes, Status>,
     /// A parsed JSON request → the encoded protobuf request (for REST routes that assemble the
-    /// message from path captures, query parameters and the body).
-    pub decode_request_value: fn(serde_json::Value) -> Result<Bytes, Status>,
+    /// message from path captures, query parameters and the body); the flag as above.
+    pub decode_request_value: fn(serde_json::Value, bool) -> Result<Bytes, Status>,
     /// The handler's encoded protobuf response → its JSON body. Errors are `INTERNAL`.
     pub encode_response: fn(&[u8]) -> Result<Bytes, Status>,
 }
@@ -152,11 +153,15 @@ fn invalid<T: ProtoJson>(e: &dyn std::fmt::Display) -> Status {
 }
 
 /// JSON bytes → encoded `T`.
-pub fn decode_request<T: ProtoJson + Message + Default>(json: &[u8]) -> Result<Bytes, Status> {
+pub fn decode_request<T: ProtoJson + Message + Default>(
+    json: &[u8],
+    reject_unknown: bool,
+) -> Result<Bytes, Status> {
     let message: T = if json.iter().all(u8::is_ascii_whitespace) {
         T::default()
     } else {
-        decode(json).map_err(|e| invalid::<T>(&e))?
+        super::codegen::with_unknown_fields(reject_unknown, || decode(json))
+            .map_err(|e| invalid::<T>(&e))?
     };
     Ok(crate::codegen::encode(&message))
 }
@@ -164,8 +169,10 @@ pub fn decode_request<T: ProtoJson + Message + Default>(json: &[u8]) -> Result<B
 /// A JSON tree → encoded `T`.
 pub fn decode_request_value<T: ProtoJson + Message + Default>(
     json: serde_json::Value,
+    reject_unknown: bool,
 ) -> Result<Bytes, Status> {
-    let message = T::read_json(json).map_err(|e| invalid::<T>(&e))?;
+    let message = super::codegen::with_unknown_fields(reject_unknown, || T::read_json(json))
+        .map_err(|e| invalid::<T>(&e))?;
     Ok(crate::codegen::encode(&message))
 }
 

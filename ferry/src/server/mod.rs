@@ -302,11 +302,7 @@ impl Server {
             router = router.add_service(v1).add_service(v1alpha);
         }
         // Every service, the built-in ones too, answers over the Connect protocol.
-        let json = JsonGateway::new(
-            &descriptors.pool,
-            &router.service_names(),
-            self.reject_unknown_json,
-        );
+        let json = JsonGateway::new(&descriptors.pool, &router, self.reject_unknown_json);
         let dispatch = Dispatch::new(self.service(router.clone()), router);
         Ok(Arc::new(HttpContext {
             dispatch,

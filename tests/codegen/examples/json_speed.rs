@@ -105,7 +105,7 @@ fn main() {
         std::hint::black_box(m.encode_to_vec());
     });
     time("generated: JSON -> protobuf", n, || {
-        std::hint::black_box((codec.decode_request)(&json).unwrap());
+        std::hint::black_box((codec.decode_request)(&json, true).unwrap());
     });
     time("reflection: protobuf -> JSON", n, || {
         let m = DynamicMessage::decode(desc.clone(), proto.as_slice()).unwrap();

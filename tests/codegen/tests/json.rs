@@ -400,21 +400,24 @@ fn generated_services_hand_out_json_codecs() {
 
     let message = shapes(shapes::Choice::Type("codec".into()));
     let json = ferry::json::encode(&message).unwrap();
-    let proto = (codec.decode_request)(&json).unwrap();
+    let proto = (codec.decode_request)(&json, true).unwrap();
     assert_eq!(Shapes::decode(proto.clone()).unwrap(), message);
     let back = (codec.encode_response)(&proto).unwrap();
     assert_eq!(back.as_ref(), reflected(&message).as_slice());
     let tree: serde_json::Value = serde_json::from_slice(&json).unwrap();
-    assert_eq!((codec.decode_request_value)(tree).unwrap(), proto);
+    assert_eq!((codec.decode_request_value)(tree, true).unwrap(), proto);
     // An empty body is the default message.
-    assert!((codec.decode_request)(b"  ").unwrap().is_empty());
+    assert!((codec.decode_request)(b"  ", true).unwrap().is_empty());
 
-    let err = (codec.decode_request)(br#"{"nope": 1}"#).unwrap_err();
+    let err = (codec.decode_request)(br#"{"nope": 1}"#, true).unwrap_err();
     assert_eq!(err.code(), ferry::Code::InvalidArgument);
     assert_eq!(
         err.message(),
         "invalid JSON for fixture.v1.Shapes: unrecognized field name 'nope' at line 1 column 7"
     );
+    // Skipped when the server ignores unknown fields (its default).
+    let skipped = (codec.decode_request)(br#"{"nope": {"deep": [1]}}"#, false).unwrap();
+    assert!(skipped.is_empty());
     let err = (codec.encode_response)(b"\xff").unwrap_err();
     assert_eq!(err.code(), ferry::Code::Internal);
 
