@@ -103,6 +103,16 @@ async fn consistent_hashing_is_sticky_and_moves_few_keys() {
         .timeout(PATIENCE)
         .lazy()
         .unwrap();
+    // Discovery reaches the balancer asynchronously: until all three instances are on the ring,
+    // a key may rightly go to another one. Wait (bounded) until every instance took a call.
+    let mut probe = 0;
+    let everyone = eventually(PATIENCE, async || {
+        probe += 1;
+        let _ = who(&channel, Some(("x-user", &format!("warm-{probe}")))).await;
+        backends.iter().all(|b| b.calls() > 0)
+    })
+    .await;
+    assert!(everyone, "not every instance was discovered");
     let keys: Vec<String> = (0..300).map(|i| format!("user-{i}")).collect();
     let mut owner = HashMap::new();
     for key in &keys {
