@@ -227,26 +227,14 @@ impl Reply {
         let mut batches = Batches::new(body.into_stream(), policy);
         batches.trailers = trailers;
         let text = self.text;
-        let mut done = false;
-        let frames = futures_util::stream::poll_fn(move |cx| {
-            if done {
-                return std::task::Poll::Ready(None);
-            }
-            let chunk = match std::task::ready!(batches.poll_batch(cx)) {
-                Some(Ok(chunk)) => chunk,
-                Some(Err(status)) => {
-                    done = true;
-                    trailers_envelope(&batches.trailers, Some(&status))
-                }
-                None => {
-                    done = true;
-                    trailers_envelope(&batches.trailers, None)
-                }
-            };
-            let chunk = Reply { text }.encode(chunk);
-            std::task::Poll::Ready(Some(Frame::data(chunk)))
-        });
-        let mut reply = http::Response::new(streaming_body(frames.boxed()));
+        let frames = batches.into_frames(
+            move |chunk| Frame::data(Reply { text }.encode(chunk)),
+            move |trailers, error| {
+                let block = trailers_envelope(&trailers, error.as_ref());
+                Frame::data(Reply { text }.encode(block))
+            },
+        );
+        let mut reply = http::Response::new(streaming_body(frames));
         let headers = reply.headers_mut();
         metadata_to_headers(&metadata, headers);
         headers.insert(http::header::CONTENT_TYPE, self.content_type());

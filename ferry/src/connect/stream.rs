@@ -220,31 +220,15 @@ impl Reply {
         });
         let mut batches = Batches::new(MessageStream::new(messages), policy);
         batches.trailers = trailers;
-        let mut done = false;
-        let frames = futures_util::stream::poll_fn(move |cx| {
-            if done {
-                return std::task::Poll::Ready(None);
+        let frames = batches.into_frames(Frame::data, |mut trailers, error| {
+            if let Some(status) = &error {
+                trailers.extend(status.metadata().clone());
             }
-            let chunk = match std::task::ready!(batches.poll_batch(cx)) {
-                Some(Ok(chunk)) => chunk,
-                Some(Err(status)) => {
-                    done = true;
-                    let mut trailers = batches.trailers.clone();
-                    trailers.extend(status.metadata().clone());
-                    let mut end = BytesMut::new();
-                    put_end(&mut end, Some(&status), &trailers);
-                    end.freeze()
-                }
-                None => {
-                    done = true;
-                    let mut end = BytesMut::new();
-                    put_end(&mut end, None, &batches.trailers);
-                    end.freeze()
-                }
-            };
-            std::task::Poll::Ready(Some(Frame::data(chunk)))
+            let mut end = BytesMut::new();
+            put_end(&mut end, error.as_ref(), &trailers);
+            Frame::data(end.freeze())
         });
-        let mut reply = http::Response::new(streaming_body(frames.boxed()));
+        let mut reply = http::Response::new(streaming_body(frames));
         let headers = reply.headers_mut();
         metadata_to_headers(&metadata, headers);
         headers.insert(http::header::CONTENT_TYPE, self.content_type());

@@ -86,19 +86,9 @@ pub(super) async fn serve(
         Ok(format) => format,
         Err(response) => return answer_early(body, parts.version, *response).await,
     };
-    let compression =
-        match Compression::from_header(parts.headers.get(http::header::CONTENT_ENCODING)) {
-            Ok(compression) => compression,
-            Err(status) => return answer_early(body, parts.version, fail(status)).await,
-        };
-    let limit = ctx.max_message_size;
-    let data = match collect(body, limit).await {
-        Ok(collected) => collected.data,
-        Err(status) => return fail(status),
-    };
-    let data = match compression.decompress(data, limit) {
-        Ok(data) => data,
-        Err(status) => return fail(status),
+    let (data, compression) = match read_body(ctx, &parts, body).await {
+        Ok(read) => read,
+        Err(response) => return *response,
     };
     let query = parts.uri.query().unwrap_or("");
     let transcoder = &route.target.json;
@@ -128,6 +118,30 @@ pub(super) async fn serve(
     }
 }
 
+/// The whole request body, gunzipped if its `content-encoding` says so (both bounded by the
+/// message limit), and the encoding; or the reply to send instead.
+async fn read_body(
+    ctx: &HttpContext,
+    parts: &http::request::Parts,
+    body: hyper::body::Incoming,
+) -> Result<(Bytes, Compression), Box<http::Response<ReplyBody>>> {
+    let compression =
+        match Compression::from_header(parts.headers.get(http::header::CONTENT_ENCODING)) {
+            Ok(compression) => compression,
+            Err(status) => {
+                return Err(Box::new(
+                    answer_early(body, parts.version, fail(status)).await,
+                ));
+            }
+        };
+    let limit = ctx.max_message_size;
+    let data = collect(body, limit)
+        .await
+        .and_then(|collected| compression.decompress(collected.data, limit))
+        .map_err(|status| Box::new(fail(status)))?;
+    Ok((data, compression))
+}
+
 /// The format a `POST`'s content type names, or the 415 to answer.
 fn post_format(headers: &http::HeaderMap) -> Result<Format, Box<http::Response<ReplyBody>>> {
     match media_type(headers).as_deref() {
@@ -150,19 +164,9 @@ async fn call_post(
     target: &Target,
     format: Format,
 ) -> http::Response<ReplyBody> {
-    let compression =
-        match Compression::from_header(parts.headers.get(http::header::CONTENT_ENCODING)) {
-            Ok(compression) => compression,
-            Err(status) => return answer_early(body, parts.version, fail(status)).await,
-        };
-    let limit = ctx.max_message_size;
-    let data = match collect(body, limit).await {
-        Ok(collected) => collected.data,
-        Err(status) => return fail(status),
-    };
-    let data = match compression.decompress(data, limit) {
-        Ok(data) => data,
-        Err(status) => return fail(status),
+    let (data, compression) = match read_body(ctx, parts, body).await {
+        Ok(read) => read,
+        Err(response) => return *response,
     };
     let transcoder = &target.json;
     let reject = ctx.json.reject_unknown;

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue};
 use http_body::Frame;
 
@@ -203,23 +202,9 @@ fn request_stream(body: hyper::body::Incoming, encoding: Encoding, limit: usize)
 fn streaming_reply(stream: MessageStream, trailers: Metadata, policy: CompressPolicy) -> ReplyBody {
     let mut batches = Batches::new(stream, policy);
     batches.trailers = trailers;
-    let mut done = false;
-    let frames = futures_util::stream::poll_fn(move |cx| {
-        if done {
-            return std::task::Poll::Ready(None);
-        }
-        let frame = match std::task::ready!(batches.poll_batch(cx)) {
-            Some(Ok(batch)) => Frame::data(batch),
-            Some(Err(status)) => {
-                done = true;
-                Frame::trailers(error_trailers(&batches.trailers, &status))
-            }
-            None => {
-                done = true;
-                Frame::trailers(ok_trailers(&batches.trailers))
-            }
-        };
-        std::task::Poll::Ready(Some(frame))
+    let frames = batches.into_frames(Frame::data, |trailers, error| match error {
+        Some(status) => Frame::trailers(error_trailers(&trailers, &status)),
+        None => Frame::trailers(ok_trailers(&trailers)),
     });
-    streaming_body(frames.boxed())
+    streaming_body(frames)
 }

@@ -137,6 +137,35 @@ impl Batches {
     }
 }
 
+impl Batches {
+    /// The batches as a body: each chunk made a frame by `chunk`, then the last frame, made by
+    /// `end` of the trailers and the stream's error (if it failed).
+    pub(crate) fn into_frames<C, E>(
+        mut self,
+        mut chunk: C,
+        end: E,
+    ) -> futures_util::stream::BoxStream<'static, http_body::Frame<Bytes>>
+    where
+        C: FnMut(Bytes) -> http_body::Frame<Bytes> + Send + 'static,
+        E: FnOnce(Metadata, Option<Status>) -> http_body::Frame<Bytes> + Send + 'static,
+    {
+        let mut end = Some(end);
+        futures_util::stream::poll_fn(move |cx| {
+            if end.is_none() {
+                return Poll::Ready(None);
+            }
+            let error = match std::task::ready!(self.poll_batch(cx)) {
+                Some(Ok(batch)) => return Poll::Ready(Some(chunk(batch))),
+                Some(Err(status)) => Some(status),
+                None => None,
+            };
+            let trailers = std::mem::take(&mut self.trailers);
+            Poll::Ready(end.take().map(|finish| finish(trailers, error)))
+        })
+        .boxed()
+    }
+}
+
 /// Reads envelopes out of a body that arrives in chunks of any size.
 ///
 /// Chunks are appended to one growing buffer, so input costs time linear in its size however
