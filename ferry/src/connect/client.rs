@@ -171,7 +171,8 @@ impl ConnectConnection {
         };
         let (method, metadata, body) = request.into_call_parts();
         let messages = body.into_stream();
-        let body = RequestBody::Stream(Batches::new(messages, policy));
+        // The request goes on only while the caller holds the call (see CallGuard).
+        let (body, guard) = RequestBody::stream(Batches::new(messages, policy));
         let mut request = self.request(&method, &metadata, timeout, body)?;
         let headers = request.headers_mut();
         headers.insert(
@@ -197,7 +198,7 @@ impl ConnectConnection {
         }
         let compression = Compression::from_header(parts.headers.get("connect-content-encoding"))?;
         let metadata = headers_to_metadata(&parts.headers);
-        let stream = reply_stream(body, compression, self.max_message_size);
+        let stream = guard.guard_stream(reply_stream(body, compression, self.max_message_size));
         Ok(Response::from_wire(
             metadata,
             Body::Stream(stream),

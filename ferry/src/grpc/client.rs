@@ -91,6 +91,8 @@ impl GrpcConnection {
             .path_and_query(method.as_ref())
             .build()
             .map_err(|e| Status::invalid_argument(format!("bad method path {method:?}: {e}")))?;
+        // A streamed request goes on only while the caller holds the call (see CallGuard).
+        let mut guard = None;
         let body = match body {
             Body::Message(message) => {
                 let mut framed = bytes::BytesMut::new();
@@ -103,7 +105,9 @@ impl GrpcConnection {
                 } else {
                     CompressPolicy::never()
                 };
-                RequestBody::Stream(Batches::new(messages, policy))
+                let (body, call) = RequestBody::stream(Batches::new(messages, policy));
+                guard = Some(call);
+                body
             }
         };
         let mut http_request = http::Request::new(body);
@@ -155,7 +159,10 @@ impl GrpcConnection {
         let metadata = headers_to_metadata(&parts.headers);
         let limit = self.max_message_size;
         if streams_back {
-            let stream = response_stream(body, parts.headers, encoding, limit);
+            let mut stream = response_stream(body, parts.headers, encoding, limit);
+            if let Some(guard) = guard {
+                stream = guard.guard_stream(stream);
+            }
             return Ok(Response::from_wire(
                 metadata,
                 Body::Stream(stream),

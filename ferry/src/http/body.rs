@@ -10,6 +10,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 
 use crate::Status;
+use crate::call::{MessageStream, StreamItem};
 
 /// The body of every HTTP response Ferry's server sends.
 pub(crate) type ReplyBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -136,25 +137,101 @@ pub(crate) async fn answer_early(
 /// enveloped as it is sent.
 pub(crate) enum RequestBody {
     Full(Option<Bytes>),
-    Stream(super::envelope::Batches),
+    /// Stops with [`SendError::Cancelled`] once the [`CallGuard`] from
+    /// [`RequestBody::stream`] is dropped.
+    Stream(super::envelope::Batches, tokio::sync::oneshot::Receiver<()>),
+}
+
+impl RequestBody {
+    /// A streamed request body, and the guard that keeps it going: hold the guard as long as
+    /// the caller holds the call (the call's future, then its reply stream, see
+    /// [`CallGuard::guard_stream`]).
+    ///
+    /// The HTTP client keeps pulling a request body after the caller dropped the call, so
+    /// without the guard the server would hear nothing until the caller's request stream
+    /// ended, and would then see a clean end of the request stream (a complete request) for a
+    /// call its caller had cancelled. With it, dropping the call fails the body at once with
+    /// [`SendError::Cancelled`]: HTTP/2 resets the stream with `CANCEL`, HTTP/1.1 closes the
+    /// connection.
+    pub(crate) fn stream(batches: super::envelope::Batches) -> (RequestBody, CallGuard) {
+        let (alive, cancelled) = tokio::sync::oneshot::channel();
+        (
+            RequestBody::Stream(batches, cancelled),
+            CallGuard { _alive: alive },
+        )
+    }
+}
+
+/// Dropping it cancels the request body it came with (see [`RequestBody::stream`]).
+pub(crate) struct CallGuard {
+    _alive: tokio::sync::oneshot::Sender<()>,
+}
+
+impl CallGuard {
+    /// Keeps guarding the call while its reply `stream` is read: dropping the stream before its
+    /// end cancels the call; once the stream has ended the guard is let go.
+    pub(crate) fn guard_stream(self, stream: MessageStream) -> MessageStream {
+        let mut guard = Some(self);
+        MessageStream::new(stream.inspect(move |item| {
+            if !matches!(item, Ok(StreamItem::Message(_) | StreamItem::Compress(_))) {
+                drop(guard.take());
+            }
+        }))
+    }
+}
+
+/// Why a request body stopped.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// The request stream failed with this status.
+    Failed(Status),
+    /// The caller dropped the call. Carries HTTP/2's `CANCEL`, which hyper finds among the
+    /// error's sources and resets the stream with.
+    Cancelled(h2::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Failed(status) => write!(f, "the request stream failed: {status}"),
+            SendError::Cancelled(_) => f.write_str("the caller cancelled the call"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SendError::Failed(_) => None,
+            SendError::Cancelled(reason) => Some(reason),
+        }
+    }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = Status;
+    type Error = SendError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Status>>> {
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, SendError>>> {
         match self.get_mut() {
             RequestBody::Full(data) => {
                 std::task::Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
             }
             // Request streams carry no trailers; a stream's are dropped.
-            RequestBody::Stream(batches) => batches
-                .poll_batch(cx)
-                .map(|batch| batch.map(|b| b.map(Frame::data))),
+            RequestBody::Stream(batches, cancelled) => {
+                // Checked first: a caller that dropped the call and then ended its request
+                // stream must not look like a complete request.
+                if std::pin::Pin::new(cancelled).poll(cx).is_ready() {
+                    let cancel = h2::Error::from(h2::Reason::CANCEL);
+                    return std::task::Poll::Ready(Some(Err(SendError::Cancelled(cancel))));
+                }
+                batches
+                    .poll_batch(cx)
+                    .map(|batch| batch.map(|b| b.map(Frame::data).map_err(SendError::Failed)))
+            }
         }
     }
 
@@ -166,7 +243,7 @@ impl Body for RequestBody {
         match self {
             RequestBody::Full(Some(data)) => http_body::SizeHint::with_exact(data.len() as u64),
             RequestBody::Full(None) => http_body::SizeHint::with_exact(0),
-            RequestBody::Stream(_) => http_body::SizeHint::default(),
+            RequestBody::Stream(..) => http_body::SizeHint::default(),
         }
     }
 }

@@ -1,11 +1,12 @@
 """A gRPC interop test server on Python's grpcio, the reference peer for Ferry's interop client.
 
 Usage:
-    interop_server.py --port N [--use_tls false] [--wiretap true|false]
+    interop_server.py --port N [--host ADDR] [--use_tls false] [--wiretap true|false]
 
 Serves grpc.testing.TestService (from ../proto, compiled at start into a temporary directory) on
-plaintext HTTP/2, on every interface. ``--port 0`` picks a free port. Once it accepts calls it
-prints exactly one line, ``listening on PORT``, and it exits (status 0) on SIGTERM or SIGINT.
+plaintext HTTP/2, on every interface (only on ``--host`` if given, e.g. 127.0.0.1). ``--port 0``
+picks a free port. Once it accepts calls it prints exactly one line, ``listening on PORT``, and it
+exits (status 0) on SIGTERM or SIGINT.
 
 What each method does (the "server features" of gRPC's interop test descriptions):
 
@@ -260,6 +261,8 @@ def parse_bool(text):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True, help="port to listen on; 0 picks one")
+    parser.add_argument("--host", default="",
+                        help="address to listen on (default: every interface, IPv4 and IPv6)")
     parser.add_argument("--use_tls", type=parse_bool, default=False,
                         help="accepted for compatibility; only false is supported")
     parser.add_argument("--wiretap", type=parse_bool, default=True,
@@ -278,11 +281,13 @@ def main():
         inner_port = server.add_insecure_port("127.0.0.1:0")
         if inner_port == 0:
             raise SystemExit("cannot bind a private loopback port for grpcio")
-        tap = WireTap("127.0.0.1", inner_port, listen_host="", listen_port=args.port)
+        tap = WireTap("127.0.0.1", inner_port, listen_host=args.host, listen_port=args.port)
         service.tap = tap
         port = tap.port
     else:
-        port = server.add_insecure_port(f"[::]:{args.port}")
+        host = args.host or "[::]"
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        port = server.add_insecure_port(f"{host}:{args.port}")
         if port == 0:
             raise SystemExit(f"cannot listen on port {args.port}")
     server.start()
